@@ -1,0 +1,76 @@
+# bluelmv — the whole build. Plain `make` needs only a C11 compiler, libc, libm and pthreads.
+#
+#   make               the `bluelmv` command line and `libbluelmv.a`
+#   make test          every C test (tests/run_tests); the last line is `N passed, N failed`
+#   make test-neon     cross-build for aarch64 (armv8.2-a+dotprod and plain armv8-a) and run the
+#                      kernel and model tests under qemu-aarch64
+#   make sanitize      the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make plain-cc      a one-line `cc` build with no Makefile machinery, as a portability check
+#
+# x86 SIMD kernels are compiled with per-function target attributes and chosen by a CPU check at
+# start, so the default build runs on any x86-64. ARM kernels are chosen at compile time from
+# -march (NEON always on aarch64; vdotq_s32 when +dotprod is given).
+
+CC      ?= cc
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
+ARCH_FLAGS ?=
+SAN     ?=
+BUILD   ?= build/native
+LDLIBS  := -lm -pthread
+
+LIB_SRC  := $(filter-out main.c,$(wildcard *.c))
+TEST_SRC := $(wildcard tests/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+ALL_CFLAGS := $(WARN) $(CFLAGS) $(ARCH_FLAGS) $(SAN) -pthread -D_GNU_SOURCE -I.
+
+.PHONY: all test test-neon sanitize plain-cc clean
+
+all: bluelmv libbluelmv.a
+
+$(BUILD)/%.o: %.c $(wildcard *.h) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libbluelmv.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bluelmv: $(BUILD)/main.o $(BUILD)/libbluelmv.a
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libbluelmv.a
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+bluelmv: $(BUILD)/bluelmv
+	cp $< $@
+
+libbluelmv.a: $(BUILD)/libbluelmv.a
+	cp $< $@
+
+test: bluelmv $(BUILD)/run_tests
+	$(BUILD)/run_tests
+
+# Kernel and model suites under qemu; the command-line suite needs a native binary and is skipped.
+NEON_SUITES := gguf quant tokenizer llm convert
+QEMU := qemu-aarch64 -L /usr/aarch64-linux-gnu
+test-neon:
+	$(MAKE) BUILD=build/arm-dotprod CC=aarch64-linux-gnu-gcc ARCH_FLAGS=-march=armv8.2-a+dotprod build/arm-dotprod/run_tests
+	$(MAKE) BUILD=build/arm-base CC=aarch64-linux-gnu-gcc ARCH_FLAGS=-march=armv8-a build/arm-base/run_tests
+	@echo "== aarch64 armv8.2-a+dotprod"
+	$(QEMU) build/arm-dotprod/run_tests $(NEON_SUITES)
+	@echo "== aarch64 armv8-a"
+	$(QEMU) build/arm-base/run_tests $(NEON_SUITES)
+
+sanitize:
+	$(MAKE) BUILD=build/asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/run_tests build/asan/bluelmv
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    BLUELMV_BIN=build/asan/bluelmv build/asan/run_tests
+
+plain-cc:
+	cc -O2 -pthread -D_GNU_SOURCE -I. -o build/bluelmv-plain *.c -lm
+
+clean:
+	rm -rf build bluelmv libbluelmv.a

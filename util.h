@@ -1,0 +1,59 @@
+/* util.h — what every module shares: error messages, timing, memory figures, a thread pool.
+ *
+ * Error convention (DESIGN.md §Errors): a fallible function takes a BlvError* as its last argument,
+ * returns 0 on success and -1 on failure, and on failure leaves a message in err->msg that names the
+ * file and what is wrong with it. Nothing in the library prints, exits or aborts on bad input. */
+#ifndef BLUELMV_UTIL_H
+#define BLUELMV_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char msg[1024];
+} BlvError;
+
+/* Formats a message into err (err may be NULL) and returns -1, so callers can write
+ * `return blv_fail(err, "%s: bad magic", path);`. */
+int blv_fail(BlvError *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Prepends "prefix: " to an existing message (used to add context on the way up). */
+int blv_fail_prefix(BlvError *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* malloc/calloc that report failure through err, naming what was being allocated. */
+void *blv_malloc(size_t n, const char *what, BlvError *err);
+void *blv_calloc(size_t count, size_t size, const char *what, BlvError *err);
+
+double blv_now(void);                 /* monotonic seconds */
+int64_t blv_peak_rss_bytes(void);     /* peak resident set size of this process, or -1 */
+int64_t blv_current_rss_bytes(void);  /* current resident set size, or -1 */
+
+/* Reads a whole file into memory (NUL-terminated for convenience; *len excludes the NUL). */
+int blv_read_file(const char *path, char **data, size_t *len, BlvError *err);
+
+/* ---- thread pool ---------------------------------------------------------------------------
+ * A fixed set of worker threads. threadpool_run(pool, fn, ctx) calls fn(ctx, ith, nth) once on
+ * every thread (ith = 0..nth-1; the calling thread is ith 0) and returns when all have finished.
+ * Each task splits its own work by ith/nth, as ggml's compute threads do. A NULL pool means
+ * "run on the calling thread only" (nth = 1). */
+typedef struct ThreadPool ThreadPool;
+typedef void (*ThreadTask)(void *ctx, int ith, int nth);
+
+ThreadPool *threadpool_create(int n_threads, BlvError *err);
+void threadpool_free(ThreadPool *pool);
+int threadpool_size(const ThreadPool *pool);
+void threadpool_run(ThreadPool *pool, ThreadTask fn, void *ctx);
+
+/* The [start, end) share of n items for thread ith of nth, in contiguous pieces whose starts are
+ * multiples of `align` (use 1 for no alignment). */
+void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int64_t *end);
+
+#endif
