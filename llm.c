@@ -1,0 +1,538 @@
+/* llm.c — the llama-architecture GQA transformer: loading from GGUF, KV cache, chunked prefill.
+ *
+ * The forward pass mirrors Hugging Face's LlamaForCausalLM (modeling_llama.py); each step quotes
+ * the line it implements. The numbers are defined by quant.h's matmul (its _ref twin is the
+ * definition) and the plain scalar loops below. */
+#include "llm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+/* ---- reading the configuration ------------------------------------------------------------- */
+
+/* Reads "<arch>.<name>" as an int64; absent keys take `fallback` when it is >= 0, else fail. */
+static int read_int_key(const GgufFile *f, const char *arch, const char *name, int64_t fallback,
+                        int64_t *out, BlvError *err) {
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    if (!gguf_find_kv(f, key) && fallback >= 0) {
+        *out = fallback;
+        return 0;
+    }
+    if (gguf_get_i64(f, key, out, err) != 0) return -1;
+    if (*out <= 0) return blv_fail(err, "%s: %s = %lld must be positive", f->path, key, (long long)*out);
+    return 0;
+}
+
+static int read_float_key(const GgufFile *f, const char *arch, const char *name, float fallback,
+                          float *out, BlvError *err) {
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    if (!gguf_find_kv(f, key)) {
+        *out = fallback;
+        return 0;
+    }
+    if (gguf_get_f32(f, key, out, err) != 0) return -1;
+    if (!(*out > 0) || !isfinite(*out)) return blv_fail(err, "%s: %s = %g must be a positive number", f->path, key, *out);
+    return 0;
+}
+
+static int read_config(const GgufFile *f, LlmConfig *c, BlvError *err) {
+    char *arch = NULL;
+    if (gguf_get_string(f, "general.architecture", &arch, err) != 0) return -1;
+    if (strcmp(arch, "llama") != 0) {
+        blv_fail(err, "%s: general.architecture is \"%s\"; bluelmv's language model reads \"llama\" files", f->path, arch);
+        free(arch);
+        return -1;
+    }
+    free(arch);
+    memset(c, 0, sizeof *c);
+    if (read_int_key(f, "llama", "embedding_length", -1, &c->dim, err) ||
+        read_int_key(f, "llama", "block_count", -1, &c->n_layers, err) ||
+        read_int_key(f, "llama", "attention.head_count", -1, &c->n_heads, err) ||
+        read_int_key(f, "llama", "attention.head_count_kv", c->n_heads, &c->n_kv_heads, err) ||
+        read_int_key(f, "llama", "feed_forward_length", -1, &c->ffn_dim, err) ||
+        read_int_key(f, "llama", "context_length", 2048, &c->context_length, err))
+        return -1;
+    if (c->dim % c->n_heads != 0)
+        return blv_fail(err, "%s: embedding_length %lld is not a multiple of head_count %lld", f->path,
+                        (long long)c->dim, (long long)c->n_heads);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return blv_fail(err, "%s: head_count %lld is not a multiple of head_count_kv %lld", f->path,
+                        (long long)c->n_heads, (long long)c->n_kv_heads);
+    c->head_dim = c->dim / c->n_heads;
+    if (read_int_key(f, "llama", "rope.dimension_count", c->head_dim, &c->rope_dim, err)) return -1;
+    if (c->rope_dim > c->head_dim || c->rope_dim % 2 != 0)
+        return blv_fail(err, "%s: rope.dimension_count %lld must be even and at most the head size %lld", f->path,
+                        (long long)c->rope_dim, (long long)c->head_dim);
+    if (read_float_key(f, "llama", "rope.freq_base", 10000.0f, &c->rope_theta, err) ||
+        read_float_key(f, "llama", "attention.layer_norm_rms_epsilon", 1e-5f, &c->rms_eps, err))
+        return -1;
+    if (gguf_find_kv(f, "llama.rope.scaling.type")) {
+        char *scaling = NULL;
+        if (gguf_get_string(f, "llama.rope.scaling.type", &scaling, err) != 0) return -1;
+        int none = strcmp(scaling, "none") == 0;
+        if (!none) blv_fail(err, "%s: RoPE scaling \"%s\" is not supported", f->path, scaling);
+        free(scaling);
+        if (!none) return -1;
+    }
+    return 0;
+}
+
+/* ---- binding tensors -------------------------------------------------------------------------- */
+
+static int check_tensor_type(const GgufFile *f, const GgufTensor *t, BlvError *err) {
+    if (type_is_known((int)t->type)) return 0;
+    return blv_fail(err,
+                    "%s: tensor %.*s has type %s, which bluelmv cannot compute with; "
+                    "bluelmv supports f32, f16, bf16, q8_0 and q4_0: requantize with "
+                    "`llama-quantize --pure IN.gguf OUT.gguf q4_0` (or q8_0)",
+                    f->path, (int)t->name.len, t->name.ptr, type_name((int)t->type));
+}
+
+/* Binds `name` as a (rows, cols) matrix. GGUF dims are reversed: ne[0] = cols, ne[1] = rows. */
+static int bind_matrix(const GgufFile *f, const char *name, int64_t rows, int64_t cols, Matrix *m, BlvError *err) {
+    const GgufTensor *t = gguf_find_tensor(f, name);
+    if (!t) return blv_fail(err, "%s: tensor %s is missing", f->path, name);
+    if (check_tensor_type(f, t, err) != 0) return -1;
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return blv_fail(err, "%s: tensor %s has shape [%lld, %lld] (GGUF order), expected [%lld, %lld]", f->path, name,
+                        (long long)t->ne[0], (long long)(t->n_dims > 1 ? t->ne[1] : 1), (long long)cols, (long long)rows);
+    if (type_row_bytes((int)t->type, cols) < 0)
+        return blv_fail(err, "%s: tensor %s: rows of %lld elements cannot be stored as %s (blocks of %lld)", f->path,
+                        name, (long long)cols, type_name((int)t->type), (long long)type_block_elems((int)t->type));
+    m->data = t->data;
+    m->type = (int)t->type;
+    m->rows = rows;
+    m->cols = cols;
+    return 0;
+}
+
+/* Binds a 1-D tensor of n elements and converts it to an owned float array. */
+static int bind_vector(const GgufFile *f, const char *name, int64_t n, float **out, BlvError *err) {
+    const GgufTensor *t = gguf_find_tensor(f, name);
+    if (!t) return blv_fail(err, "%s: tensor %s is missing", f->path, name);
+    if (check_tensor_type(f, t, err) != 0) return -1;
+    if (t->n_dims != 1 || t->ne[0] != n)
+        return blv_fail(err, "%s: tensor %s has %u dims starting [%lld], expected a vector of %lld", f->path, name,
+                        t->n_dims, (long long)t->ne[0], (long long)n);
+    if (type_row_bytes((int)t->type, n) < 0)
+        return blv_fail(err, "%s: tensor %s: %lld elements cannot be stored as %s", f->path, name, (long long)n,
+                        type_name((int)t->type));
+    *out = blv_malloc((size_t)n * sizeof(float), name, err);
+    if (!*out) return -1;
+    dequantize_row((int)t->type, t->data, *out, n);
+    return 0;
+}
+
+static int64_t matrix_bytes(const Matrix *m) { return m->rows * type_row_bytes(m->type, m->cols); }
+
+/* "blk.<l>.<suffix>" */
+static const char *block_tensor_name(char *buf, size_t cap, int64_t layer, const char *suffix) {
+    snprintf(buf, cap, "blk.%lld.%s", (long long)layer, suffix);
+    return buf;
+}
+
+static int bind_weights(Llm *m, const GgufFile *f, BlvError *err) {
+    LlmConfig *c = &m->config;
+    LlmWeights *w = &m->weights;
+    const GgufTensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd) return blv_fail(err, "%s: tensor token_embd.weight is missing", f->path);
+    c->vocab_size = embd->n_dims == 2 ? embd->ne[1] : 0;
+    if (bind_matrix(f, "token_embd.weight", c->vocab_size, c->dim, &w->token_embd, err)) return -1;
+
+    c->has_embd_norm = gguf_find_tensor(f, "token_embd_norm.weight") != NULL;
+    if (c->has_embd_norm && (bind_vector(f, "token_embd_norm.weight", c->dim, &w->embd_norm_w, err) ||
+                             bind_vector(f, "token_embd_norm.bias", c->dim, &w->embd_norm_b, err)))
+        return -1;
+
+    int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    w->layers = blv_calloc((size_t)c->n_layers, sizeof(LlmLayer), "layer table", err);
+    if (!w->layers) return -1;
+    m->weight_bytes = 0;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        LlmLayer *L = &w->layers[l];
+        char n[128];
+        size_t cap = sizeof n;
+        if (bind_vector(f, block_tensor_name(n, cap, l, "attn_norm.weight"), c->dim, &L->attn_norm, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "attn_q.weight"), q_dim, c->dim, &L->wq, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "attn_k.weight"), kv_dim, c->dim, &L->wk, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "attn_v.weight"), kv_dim, c->dim, &L->wv, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "attn_output.weight"), c->dim, q_dim, &L->wo, err) ||
+            bind_vector(f, block_tensor_name(n, cap, l, "ffn_norm.weight"), c->dim, &L->ffn_norm, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "ffn_gate.weight"), c->ffn_dim, c->dim, &L->w_gate, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "ffn_up.weight"), c->ffn_dim, c->dim, &L->w_up, err) ||
+            bind_matrix(f, block_tensor_name(n, cap, l, "ffn_down.weight"), c->dim, c->ffn_dim, &L->w_down, err))
+            return -1;
+        m->weight_bytes += matrix_bytes(&L->wq) + matrix_bytes(&L->wk) + matrix_bytes(&L->wv) +
+                           matrix_bytes(&L->wo) + matrix_bytes(&L->w_gate) + matrix_bytes(&L->w_up) +
+                           matrix_bytes(&L->w_down);
+    }
+    if (bind_vector(f, "output_norm.weight", c->dim, &w->output_norm, err)) return -1;
+    c->tied_output = gguf_find_tensor(f, "output.weight") == NULL;
+    if (c->tied_output) w->output = w->token_embd;
+    else if (bind_matrix(f, "output.weight", c->vocab_size, c->dim, &w->output, err)) return -1;
+    m->weight_bytes += matrix_bytes(&w->output);
+    return 0;
+}
+
+/* ---- state -------------------------------------------------------------------------------------- */
+
+static int alloc_state(Llm *m, BlvError *err) {
+    const LlmConfig *c = &m->config;
+    LlmState *s = &m->state;
+    int64_t T = m->chunk, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int nth = threadpool_size(m->pool);
+    size_t fl = sizeof(float);
+    if (!(s->x = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
+        !(s->xb = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
+        !(s->xb2 = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
+        !(s->q = blv_malloc((size_t)(T * q_dim) * fl, "activations", err)) ||
+        !(s->k = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
+        !(s->v = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
+        !(s->att_out = blv_malloc((size_t)(T * q_dim) * fl, "activations", err)) ||
+        !(s->att_scores = blv_malloc((size_t)(nth * m->n_ctx) * fl, "attention scores", err)) ||
+        !(s->att_vbuf = blv_malloc((size_t)(nth * c->head_dim) * fl, "attention buffer", err)) ||
+        !(s->hb = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
+        !(s->hb2 = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
+        !(s->rope_cos = blv_malloc((size_t)(m->n_ctx * (c->rope_dim / 2)) * fl, "RoPE table", err)) ||
+        !(s->rope_sin = blv_malloc((size_t)(m->n_ctx * (c->rope_dim / 2)) * fl, "RoPE table", err)))
+        return -1;
+
+    /* matmul scratch: the largest of all the products in a chunk */
+    const LlmLayer *L0 = &m->weights.layers[0];
+    const Matrix *all[] = {&L0->wq, &L0->wk, &L0->wv, &L0->wo, &L0->w_gate, &L0->w_up, &L0->w_down, &m->weights.output};
+    s->scratch_bytes = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        int64_t b = matmul_scratch_bytes(all[i]->type, all[i]->cols, T);
+        if (b > s->scratch_bytes) s->scratch_bytes = b;
+    }
+    for (int64_t l = 1; l < c->n_layers; l++) {  /* types may differ per layer */
+        const LlmLayer *L = &m->weights.layers[l];
+        const Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            int64_t b = matmul_scratch_bytes(mats[i]->type, mats[i]->cols, T);
+            if (b > s->scratch_bytes) s->scratch_bytes = b;
+        }
+    }
+    if (!(s->scratch = blv_malloc((size_t)s->scratch_bytes, "matmul scratch", err))) return -1;
+
+    s->kv_row_bytes = type_row_bytes(m->kv_type, kv_dim);
+    size_t cache_bytes = (size_t)(c->n_layers * m->n_ctx * s->kv_row_bytes);
+    if (!(s->key_cache = blv_calloc(1, cache_bytes, "key cache", err)) ||
+        !(s->value_cache = blv_calloc(1, cache_bytes, "value cache", err)))
+        return -1;
+
+    /* RoPE angles, computed in float as llama2.c and transformers do:
+     *   inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)); freqs = pos * inv_freq */
+    int64_t half = c->rope_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float inv_freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->rope_dim);
+        for (int64_t pos = 0; pos < m->n_ctx; pos++) {
+            float angle = (float)pos * inv_freq;
+            s->rope_cos[pos * half + i] = cosf(angle);
+            s->rope_sin[pos * half + i] = sinf(angle);
+        }
+    }
+    return 0;
+}
+
+int llm_init(Llm *m, const GgufFile *f, const LlmOptions *opt, BlvError *err) {
+    memset(m, 0, sizeof *m);
+    m->path = f->path;
+    LlmOptions o = {0};
+    if (opt) o = *opt;
+    if (read_config(f, &m->config, err) != 0) goto fail;
+    if (bind_weights(m, f, err) != 0) goto fail;
+    LlmConfig *c = &m->config;
+    c->rope_neox = o.rope_neox > 0;
+    m->n_ctx = o.n_ctx > 0 ? o.n_ctx : c->context_length;
+    if (m->n_ctx > c->context_length) {
+        blv_fail(err, "%s: context of %lld tokens requested, but the model was made for at most %lld", f->path,
+                 (long long)m->n_ctx, (long long)c->context_length);
+        goto fail;
+    }
+    m->chunk = o.chunk > 0 ? o.chunk : 128;
+    if (m->chunk > m->n_ctx) m->chunk = m->n_ctx;
+    m->kv_type = o.kv_type >= 0 ? o.kv_type : TYPE_F16;
+    if (m->kv_type != TYPE_F32 && m->kv_type != TYPE_F16 && m->kv_type != TYPE_Q8_0) {
+        blv_fail(err, "KV cache type %s is not supported (use f32, f16 or q8_0)", type_name(m->kv_type));
+        goto fail;
+    }
+    if (m->kv_type == TYPE_Q8_0 && c->head_dim % QK != 0) {
+        blv_fail(err, "%s: a q8_0 KV cache needs a head size that is a multiple of %d; this model's is %lld "
+                 "(use --kv f16 or f32)", f->path, QK, (long long)c->head_dim);
+        goto fail;
+    }
+    m->pool = threadpool_create(o.n_threads > 0 ? o.n_threads : 1, err);
+    if (!m->pool) goto fail;
+    if (alloc_state(m, err) != 0) goto fail;
+    return 0;
+fail:
+    llm_free(m);
+    return -1;
+}
+
+void llm_free(Llm *m) {
+    LlmWeights *w = &m->weights;
+    if (w->layers) {
+        for (int64_t l = 0; l < m->config.n_layers; l++) {
+            free(w->layers[l].attn_norm);
+            free(w->layers[l].ffn_norm);
+        }
+    }
+    free(w->layers);
+    free(w->embd_norm_w);
+    free(w->embd_norm_b);
+    free(w->output_norm);
+    LlmState *s = &m->state;
+    void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att_scores, s->att_vbuf, s->hb, s->hb2,
+                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    threadpool_free(m->pool);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- the math ----------------------------------------------------------------------------------- */
+
+/* LlamaRMSNorm: hidden_states * torch.rsqrt(variance + eps) * weight, variance = mean(x^2) */
+static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) out[i] = weight[i] * (x[i] * scale);
+}
+
+/* nn.LayerNorm(hidden, eps): (x - mean) / sqrt(var + eps) * weight + bias */
+static void layernorm(float *out, const float *x, const float *weight, const float *bias, int64_t n, float eps) {
+    double mean = 0.0, var = 0.0;
+    for (int64_t i = 0; i < n; i++) mean += x[i];
+    mean /= (double)n;
+    for (int64_t i = 0; i < n; i++) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    var /= (double)n;
+    float inv = (float)(1.0 / sqrt(var + (double)eps));
+    for (int64_t i = 0; i < n; i++) out[i] = (float)((double)x[i] - mean) * inv * weight[i] + bias[i];
+}
+
+/* Rotates the first rope_dim dims of each head of one token's q or k, at position pos.
+ * Adjacent-pair layout (llama.cpp `llama`, Meta's original): pairs (2i, 2i+1).
+ * Half-split layout (transformers' rotate_half): pairs (i, i + rope_dim/2). */
+static void rope(float *vec, int64_t n_heads, const LlmConfig *c, const float *cos_row, const float *sin_row) {
+    int64_t half = c->rope_dim / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *v = vec + h * c->head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            int64_t a = c->rope_neox ? i : 2 * i;
+            int64_t b = c->rope_neox ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * cos_row[i] - x1 * sin_row[i];
+            v[b] = x0 * sin_row[i] + x1 * cos_row[i];
+        }
+    }
+}
+
+static void matmul_m(Llm *m, float *out, const Matrix *w, const float *x, int64_t T) {
+    matmul(m->pool, out, w->data, w->type, x, w->cols, w->rows, T, m->state.scratch);
+}
+
+/* ---- KV cache access ------------------------------------------------------------------------- */
+
+static uint8_t *kv_row(const Llm *m, void *cache, int64_t layer, int64_t pos) {
+    return (uint8_t *)cache + (size_t)((layer * m->n_ctx + pos) * m->state.kv_row_bytes);
+}
+
+/* q · (head slice of a cached row); head_dim elements starting at element `offset`. */
+static float kv_dot(int type, const uint8_t *row, int64_t offset, const float *q, int64_t n) {
+    if (type == TYPE_F32) return vec_dot_f32_f32(n, (const float *)row + offset, q);
+    if (type == TYPE_F16) return vec_dot_f16_f32(n, (const uint16_t *)row + offset, q);
+    /* Q8_0: offset and n are multiples of 32 (checked at init) */
+    const BlockQ8_0 *b = (const BlockQ8_0 *)row + offset / QK;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n / QK; j++) {
+        float d = fp16_to_fp32(b[j].d), s = 0.0f;
+        for (int i = 0; i < QK; i++) s += (float)b[j].qs[i] * q[j * QK + i];
+        sum += d * s;
+    }
+    return sum;
+}
+
+/* Dequantizes a head slice of a cached row into out. */
+static void kv_load(int type, const uint8_t *row, int64_t offset, float *out, int64_t n) {
+    if (type == TYPE_F32) memcpy(out, (const float *)row + offset, (size_t)n * sizeof(float));
+    else if (type == TYPE_F16) dequantize_row(TYPE_F16, (const uint16_t *)row + offset, out, n);
+    else dequantize_row(TYPE_Q8_0, (const BlockQ8_0 *)row + offset / QK, out, n);
+}
+
+static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const float *v) {
+    int64_t kv_dim = m->config.n_kv_heads * m->config.head_dim;
+    quantize_row(m->kv_type, k, kv_row(m, m->state.key_cache, layer, pos), kv_dim);
+    quantize_row(m->kv_type, v, kv_row(m, m->state.value_cache, layer, pos), kv_dim);
+}
+
+/* ---- attention ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    Llm *m;
+    int64_t layer, T, pos0;
+} AttentionTask;
+
+/* One (token, head) pair: softmax(q·K^T / sqrt(head_dim)) · V over positions 0..pos (causal).
+ *   attn_weights = softmax(query @ key.T * scaling + causal_mask); attn_output = attn_weights @ value */
+static void attention_one(Llm *m, int64_t layer, int64_t t, int64_t h, int64_t pos, float *scores, float *vbuf) {
+    const LlmConfig *c = &m->config;
+    int64_t hd = c->head_dim, kv_head = h / (c->n_heads / c->n_kv_heads);  /* repeat_kv */
+    const float *q = m->state.q + (t * c->n_heads + h) * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float max = -INFINITY;
+    for (int64_t s = 0; s <= pos; s++) {
+        scores[s] = kv_dot(m->kv_type, kv_row(m, m->state.key_cache, layer, s), kv_head * hd, q, hd) * scale;
+        if (scores[s] > max) max = scores[s];
+    }
+    float sum = 0.0f;
+    for (int64_t s = 0; s <= pos; s++) {
+        scores[s] = expf(scores[s] - max);
+        sum += scores[s];
+    }
+    float *out = m->state.att_out + (t * c->n_heads + h) * hd;
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t s = 0; s <= pos; s++) {
+        float a = scores[s] / sum;
+        kv_load(m->kv_type, kv_row(m, m->state.value_cache, layer, s), kv_head * hd, vbuf, hd);
+        for (int64_t i = 0; i < hd; i++) out[i] += a * vbuf[i];
+    }
+}
+
+static void attention_task(void *ctx, int ith, int nth) {
+    AttentionTask *a = ctx;
+    Llm *m = a->m;
+    int64_t n_heads = m->config.n_heads, start, end;
+    split_range(a->T * n_heads, ith, nth, 1, &start, &end);
+    float *scores = m->state.att_scores + (size_t)ith * m->n_ctx;
+    float *vbuf = m->state.att_vbuf + (size_t)ith * m->config.head_dim;
+    for (int64_t u = start; u < end; u++) {
+        int64_t t = u / n_heads, h = u % n_heads;
+        attention_one(m, a->layer, t, h, a->pos0 + t, scores, vbuf);
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------------------- */
+
+/* Runs T tokens whose input embeddings are already in state.x, at positions pos0..pos0+T-1.
+ * Writes logits for rows [first_out, T) into logits (row stride vocab) when logits != NULL. */
+static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_t first_out) {
+    const LlmConfig *c = &m->config;
+    LlmState *s = &m->state;
+    int64_t dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int64_t half = c->rope_dim / 2;
+
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const LlmLayer *L = &m->weights.layers[l];
+        /* hidden_states = self.input_layernorm(hidden_states) */
+        for (int64_t t = 0; t < T; t++) rmsnorm(s->xb + t * dim, s->x + t * dim, L->attn_norm, dim, c->rms_eps);
+        /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
+        matmul_m(m, s->q, &L->wq, s->xb, T);
+        matmul_m(m, s->k, &L->wk, s->xb, T);
+        matmul_m(m, s->v, &L->wv, s->xb, T);
+        /* query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin) */
+        for (int64_t t = 0; t < T; t++) {
+            const float *cr = s->rope_cos + (pos0 + t) * half, *sr = s->rope_sin + (pos0 + t) * half;
+            rope(s->q + t * q_dim, c->n_heads, c, cr, sr);
+            rope(s->k + t * kv_dim, c->n_kv_heads, c, cr, sr);
+            /* key_states, value_states = past_key_value.update(key_states, value_states, layer_idx) */
+            kv_store(m, l, pos0 + t, s->k + t * kv_dim, s->v + t * kv_dim);
+        }
+        AttentionTask task = {m, l, T, pos0};
+        threadpool_run(m->pool, attention_task, &task);
+        /* attn_output = self.o_proj(attn_output); hidden_states = residual + hidden_states */
+        matmul_m(m, s->xb2, &L->wo, s->att_out, T);
+        for (int64_t i = 0; i < T * dim; i++) s->x[i] += s->xb2[i];
+
+        /* hidden_states = self.post_attention_layernorm(hidden_states) */
+        for (int64_t t = 0; t < T; t++) rmsnorm(s->xb + t * dim, s->x + t * dim, L->ffn_norm, dim, c->rms_eps);
+        /* down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
+        matmul_m(m, s->hb, &L->w_gate, s->xb, T);
+        matmul_m(m, s->hb2, &L->w_up, s->xb, T);
+        for (int64_t i = 0; i < T * c->ffn_dim; i++) {
+            float g = s->hb[i];
+            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];  /* SiLU(g) = g * sigmoid(g) */
+        }
+        matmul_m(m, s->xb2, &L->w_down, s->hb, T);
+        for (int64_t i = 0; i < T * dim; i++) s->x[i] += s->xb2[i];
+    }
+    if (!logits) return;
+    /* hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states) */
+    int64_t n_out = T - first_out;
+    for (int64_t t = 0; t < n_out; t++)
+        rmsnorm(s->xb + t * dim, s->x + (first_out + t) * dim, m->weights.output_norm, dim, c->rms_eps);
+    /* The output matrix may hold more rows than a chunk's scratch was sized for only in T, never
+     * in cols, so the same scratch serves. */
+    matmul_m(m, logits, &m->weights.output, s->xb, n_out);
+}
+
+void llm_token_embedding(const Llm *m, int32_t token, float *out) {
+    const Matrix *e = &m->weights.token_embd;
+    const uint8_t *row = (const uint8_t *)e->data + (size_t)token * (size_t)type_row_bytes(e->type, e->cols);
+    dequantize_row(e->type, row, out, e->cols);
+}
+
+static int check_room(const Llm *m, int64_t n, BlvError *err) {
+    if (n < 0) return blv_fail(err, "negative token count");
+    if (m->n_past + n > m->n_ctx)
+        return blv_fail(err, "%lld tokens do not fit in the context: %lld already used of %lld", (long long)n,
+                        (long long)m->n_past, (long long)m->n_ctx);
+    return 0;
+}
+
+/* Shared driver: `fill` writes the input embeddings of tokens [i0, i0+T) into state.x. */
+typedef void (*FillFn)(Llm *m, const void *src, int64_t i0, int64_t T);
+
+static int eval_chunks(Llm *m, const void *src, int64_t n, FillFn fill, float *logits, int logits_all, BlvError *err) {
+    if (check_room(m, n, err) != 0) return -1;
+    int64_t vocab = m->config.vocab_size;
+    for (int64_t i0 = 0; i0 < n; i0 += m->chunk) {
+        int64_t T = n - i0 < m->chunk ? n - i0 : m->chunk;
+        fill(m, src, i0, T);
+        int last_chunk = i0 + T == n;
+        if (logits && logits_all) forward_chunk(m, T, m->n_past, logits + i0 * vocab, 0);
+        else if (logits && last_chunk) forward_chunk(m, T, m->n_past, logits, T - 1);
+        else forward_chunk(m, T, m->n_past, NULL, T);
+        m->n_past += T;
+    }
+    return 0;
+}
+
+static void fill_tokens(Llm *m, const void *src, int64_t i0, int64_t T) {
+    const int32_t *tokens = (const int32_t *)src + i0;
+    const LlmConfig *c = &m->config;
+    for (int64_t t = 0; t < T; t++) {
+        float *x = m->state.x + t * c->dim;
+        llm_token_embedding(m, tokens[t], x);
+        /* BlueLM: inputs_embeds = self.embed_layer_norm(inputs_embeds) when use_stable_embedding */
+        if (c->has_embd_norm) layernorm(x, x, m->weights.embd_norm_w, m->weights.embd_norm_b, c->dim, c->rms_eps);
+    }
+}
+
+static void fill_embeds(Llm *m, const void *src, int64_t i0, int64_t T) {
+    int64_t dim = m->config.dim;
+    memcpy(m->state.x, (const float *)src + i0 * dim, (size_t)(T * dim) * sizeof(float));
+}
+
+int llm_eval_tokens(Llm *m, const int32_t *tokens, int64_t n, float *logits, int logits_all, BlvError *err) {
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size)
+            return blv_fail(err, "token id %d at input position %lld is outside the vocabulary (0..%lld)", tokens[i],
+                            (long long)i, (long long)m->config.vocab_size - 1);
+    return eval_chunks(m, tokens, n, fill_tokens, logits, logits_all, err);
+}
+
+int llm_eval_embeds(Llm *m, const float *embeds, int64_t n, float *logits, int logits_all, BlvError *err) {
+    return eval_chunks(m, embeds, n, fill_embeds, logits, logits_all, err);
+}
+
+void llm_rewind(Llm *m, int64_t n_keep) {
+    if (n_keep < m->n_past) m->n_past = n_keep < 0 ? 0 : n_keep;
+}

@@ -1,0 +1,125 @@
+/* llm.h — the language model: a llama-architecture decoder with grouped-query attention.
+ *
+ *   x = token_embd[token]                         (BlueLM: x = LayerNorm(x) when token_embd_norm exists)
+ *   for each layer:
+ *     h = x + Wo · Attention(RoPE(Wq·RMSNorm(x)), RoPE(Wk·RMSNorm(x)), Wv·RMSNorm(x))   causal, GQA
+ *     x = h + Wdown · (SiLU(Wgate·RMSNorm(h)) * Wup·RMSNorm(h))
+ *   logits = Woutput · RMSNorm(x)                 (Woutput = token_embd when the embedding is tied)
+ *
+ * Weights are read in place from a GGUF file of llama.cpp's `llama` architecture (anchors.md §b):
+ * Q/K rows in llama.cpp's rotary layout, where RoPE rotates adjacent pairs (2i, 2i+1). The
+ * half-split layout (pairs (i, i + d/2), Hugging Face's own) is available as an option.
+ *
+ * Input is processed in chunks of `chunk` tokens (chunked prefill): each chunk's keys and values
+ * are appended to the KV cache and its queries attend causally to everything before them. */
+#ifndef BLUELMV_LLM_H
+#define BLUELMV_LLM_H
+
+#include <stdint.h>
+#include "gguf.h"
+#include "util.h"
+
+typedef struct {
+    int64_t dim;            /* hidden size (llama.embedding_length) */
+    int64_t n_layers;       /* llama.block_count */
+    int64_t n_heads;        /* llama.attention.head_count */
+    int64_t n_kv_heads;     /* llama.attention.head_count_kv (GQA: n_heads is a multiple of it) */
+    int64_t head_dim;       /* dim / n_heads */
+    int64_t ffn_dim;        /* llama.feed_forward_length */
+    int64_t vocab_size;     /* rows of token_embd */
+    int64_t context_length; /* llama.context_length (the file's); the KV cache may be smaller */
+    int64_t rope_dim;       /* llama.rope.dimension_count (default head_dim): leading dims rotated */
+    float rope_theta;       /* llama.rope.freq_base (default 10000) */
+    float rms_eps;          /* llama.attention.layer_norm_rms_epsilon (default 1e-5) */
+    int rope_neox;          /* 0: adjacent pairs (llama.cpp `llama`), 1: half-split pairs */
+    int has_embd_norm;      /* BlueLM "stable embedding": LayerNorm after the embedding lookup */
+    int tied_output;        /* no output.weight: logits use token_embd */
+} LlmConfig;
+
+/* A weight matrix as stored: `rows` rows of `cols` elements of `type`, row-major. */
+typedef struct {
+    const void *data;
+    int type;               /* quant.h TYPE_* */
+    int64_t rows, cols;
+} Matrix;
+
+typedef struct {
+    float *attn_norm;       /* (dim) */
+    Matrix wq;              /* (n_heads * head_dim, dim) */
+    Matrix wk;              /* (n_kv_heads * head_dim, dim) */
+    Matrix wv;              /* (n_kv_heads * head_dim, dim) */
+    Matrix wo;              /* (dim, n_heads * head_dim) */
+    float *ffn_norm;        /* (dim) */
+    Matrix w_gate;          /* (ffn_dim, dim) */
+    Matrix w_up;            /* (ffn_dim, dim) */
+    Matrix w_down;          /* (dim, ffn_dim) */
+} LlmLayer;
+
+typedef struct {
+    Matrix token_embd;      /* (vocab_size, dim) */
+    float *embd_norm_w;     /* (dim) BlueLM embedding LayerNorm weight, or NULL */
+    float *embd_norm_b;     /* (dim) its bias, or NULL */
+    LlmLayer *layers;       /* (n_layers) */
+    float *output_norm;     /* (dim) */
+    Matrix output;          /* (vocab_size, dim); a copy of token_embd when tied */
+} LlmWeights;
+
+typedef struct {
+    int64_t n_ctx;          /* KV cache length (0: the file's context_length) */
+    int64_t chunk;          /* prefill chunk size (0: 128) */
+    int kv_type;            /* TYPE_F32, TYPE_F16 or TYPE_Q8_0 (-1: F16) */
+    int n_threads;          /* (0: 1) */
+    int rope_neox;          /* -1: from the file (llama: adjacent pairs); 0 or 1 to force */
+} LlmOptions;
+
+/* Activations, allocated once for the largest chunk (llama2.c's RunState). */
+typedef struct {
+    float *x;               /* (chunk, dim) residual stream */
+    float *xb;              /* (chunk, dim) normed input of a sublayer */
+    float *xb2;             /* (chunk, dim) sublayer output before the residual add */
+    float *q;               /* (chunk, n_heads * head_dim) */
+    float *k;               /* (chunk, n_kv_heads * head_dim) */
+    float *v;               /* (chunk, n_kv_heads * head_dim) */
+    float *att_out;         /* (chunk, n_heads * head_dim) */
+    float *att_scores;      /* (n_threads, n_ctx) per-thread score row */
+    float *att_vbuf;        /* (n_threads, head_dim) per-thread dequantized V head */
+    float *hb;              /* (chunk, ffn_dim) gate, then SiLU(gate) * up */
+    float *hb2;             /* (chunk, ffn_dim) up */
+    float *rope_cos;        /* (n_ctx, rope_dim / 2) */
+    float *rope_sin;        /* (n_ctx, rope_dim / 2) */
+    void *scratch;          /* quantized activations for matmul */
+    int64_t scratch_bytes;
+    void *key_cache;        /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
+    void *value_cache;      /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
+    int64_t kv_row_bytes;
+} LlmState;
+
+typedef struct {
+    LlmConfig config;
+    LlmWeights weights;
+    LlmState state;
+    int64_t n_ctx, chunk;
+    int kv_type;
+    int64_t n_past;         /* tokens already in the KV cache */
+    ThreadPool *pool;
+    const char *path;       /* the GGUF file, for messages (not owned) */
+    int64_t weight_bytes;   /* bytes of all weight matrices (read once per decoded token) */
+} Llm;
+
+/* Reads the config and maps the weights of an open `llama` GGUF file (which must stay open while
+ * the Llm is used), validates every tensor's presence, shape and type, and allocates the state. */
+int llm_init(Llm *m, const GgufFile *f, const LlmOptions *opt, BlvError *err);
+void llm_free(Llm *m);
+
+/* Appends n tokens (or n rows of dim-sized embeddings) at position n_past, in chunks. Writes
+ * logits for every input position (logits: n × vocab) if logits_all, else only for the last one
+ * (logits: vocab). logits may be NULL to skip the output layer. Fails if the cache would overflow. */
+int llm_eval_tokens(Llm *m, const int32_t *tokens, int64_t n, float *logits, int logits_all, BlvError *err);
+int llm_eval_embeds(Llm *m, const float *embeds, int64_t n, float *logits, int logits_all, BlvError *err);
+/* Forget cached positions from `n_keep` on (0 clears the cache). */
+void llm_rewind(Llm *m, int64_t n_keep);
+
+/* Writes the embedding of a token (dequantized row of token_embd, before any embedding norm). */
+void llm_token_embedding(const Llm *m, int32_t token, float *out);
+
+#endif

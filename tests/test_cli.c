@@ -1,0 +1,264 @@
+/* tests/test_cli.c — the `bluelmv` command line, run as a user runs it.
+ *
+ * The stories260K expectations are read from tests/data/stories260K/expected_outputs_test.sh, the
+ * third-party script whose strings were produced by llama2.c (karpathy/llama2.c @7ac65cb). */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The k-th (0-based) `expected_output="..."` string of the script, unescaped (\" and \\). */
+static char *expected_output(int k) {
+    FILE *f = fopen(test_data("stories260K/expected_outputs_test.sh"), "rb");
+    if (!f) return NULL;
+    static char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = buf;
+    for (int i = 0; i <= k; i++) {
+        p = strstr(p, "expected_output=\"");
+        if (!p) return NULL;
+        p += strlen("expected_output=\"");
+    }
+    char *out = malloc(strlen(p) + 1);
+    size_t o = 0;
+    for (; *p && *p != '"'; p++) {
+        if (*p == '\\' && (p[1] == '"' || p[1] == '\\')) p++;
+        out[o++] = *p;
+    }
+    out[o] = 0;
+    return out;
+}
+
+static int run(const char *args, char **out, char **err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s", test_bin(), args);
+    return test_run_command(cmd, out, err);
+}
+
+static const char *stories_gguf(const char *type) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s", test_tmp("stories260K-"));
+    strcat(path, type);
+    strcat(path, ".gguf");
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        return path;
+    }
+    char args[2048], ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s", test_data("stories260K/stories260K.bin"));
+    snprintf(args, sizeof args, "convert llama2c %s %s -o %s --type %s", ckpt, test_data("stories260K/tok512.bin"), path, type);
+    char *out, *err;
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "convert --type %s failed (%d): %s", type, rc, err);
+    free(out);
+    free(err);
+    return path;
+}
+
+/* Greedy generation reproduces llama2.c's output byte for byte (plus our final newline). */
+static void check_greedy_stories(const char *extra) {
+    char *expected = expected_output(0);
+    CHECK(expected != NULL, "cannot read the expected output");
+    if (!expected) return;
+    char args[2048];
+    snprintf(args, sizeof args, "generate -m %s --temp 0 -n 200 %s", stories_gguf("f32"), extra);
+    char *out, *err;
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "exit %d: %s", rc, err);
+    size_t n = strlen(expected);
+    CHECK(strncmp(out, expected, n) == 0 && strcmp(out + n, "\n") == 0,
+          "generate %s:\n--- expected\n%s\n--- got\n%s", extra, expected, out);
+    free(out);
+    free(err);
+    free(expected);
+}
+
+static void test_stories_greedy_1_thread(void) { check_greedy_stories("-t 1"); }
+static void test_stories_greedy_2_threads(void) { check_greedy_stories("-t 2"); }
+static void test_stories_greedy_chunk_1(void) { check_greedy_stories("--chunk 1 -p ''"); }
+static void test_stories_greedy_chunk_128_kv_f32(void) { check_greedy_stories("--chunk 128 --kv f32"); }
+
+/* Number of tokens (with BOS) the stories260K vocabulary gives a prompt, via `bluelmv tokenize`. */
+static int count_tokens(const char *prompt) {
+    char args[2048], *out, *err;
+    snprintf(args, sizeof args, "tokenize -m %s '%s'", stories_gguf("f32"), prompt);
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "tokenize: %s", err);
+    int n = 0;
+    for (char *p = strtok(out, " \n"); p; p = strtok(NULL, " \n")) n++;
+    free(out);
+    free(err);
+    return n;
+}
+
+/* llama2.c's sampler with its own random-number generator: expected outputs 2-4 of the script
+ * (llama2.zig flags: --top_p 1 / 0.95 --random_seed 42, temperature 1.0, and a prompt). A sampled
+ * token depends on where a random coin falls in the cumulative probabilities, so these runs use an
+ * F32 KV cache like llama2.c's; an F16 cache moves the probabilities enough to change a draw.
+ * llama2.c's 200 steps include the prompt's tokens after BOS, which it prints; we print only
+ * what is generated, so with a prompt of k tokens (BOS included) we generate 200 - (k - 1). */
+static void check_sampled_stories(int k, const char *extra) {
+    char *expected = expected_output(k);
+    CHECK(expected != NULL, "cannot read expected output %d", k);
+    if (!expected) return;
+    const char *prompt_arg = strstr(extra, "-p '");
+    char prompt_text[256] = "";
+    if (prompt_arg) {
+        snprintf(prompt_text, sizeof prompt_text, "%s", prompt_arg + 4);
+        *strchr(prompt_text, '\'') = 0;
+    }
+    int n_predict = prompt_arg ? 200 - (count_tokens(prompt_text) - 1) : 200;
+    char args[2048];
+    snprintf(args, sizeof args, "generate -m %s --temp 1 --top-k 0 --seed 42 --kv f32 -n %d %s", stories_gguf("f32"), n_predict,
+             extra);
+    char *out, *err;
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "exit %d: %s", rc, err);
+    size_t skip = strlen(prompt_text);  /* llama2.c echoes the prompt; we do not */
+    size_t n = strlen(expected);
+    int same = n >= skip && strncmp(out, expected + skip, n - skip) == 0 && strcmp(out + (n - skip), "\n") == 0;
+    CHECK(same, "generate %s:\n--- expected\n%s\n--- got\n%s", extra, expected + skip, out);
+    free(out);
+    free(err);
+    free(expected);
+}
+
+static void test_stories_sampled_top_p_1(void) { check_sampled_stories(1, "--top-p 1"); }
+static void test_stories_sampled_top_p_095(void) { check_sampled_stories(2, "--top-p 0.95"); }
+static void test_stories_sampled_prompt(void) { check_sampled_stories(3, "--top-p 0.95 -p 'There was a big'"); }
+
+/* The version-1 export of the same model converts to the same model. */
+static void test_stories_v1_checkpoint(void) {
+    char args[2048], out_path[512];
+    snprintf(out_path, sizeof out_path, "%s", test_tmp("stories260K-v1.gguf"));
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s", test_data("stories260K/stories260K_v1.bin"));
+    snprintf(args, sizeof args, "convert llama2c %s %s -o %s", ckpt, test_data("stories260K/tok512.bin"), out_path);
+    char *out, *err;
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "convert v1: %s", err);
+    free(out);
+    free(err);
+    char *expected = expected_output(0);
+    snprintf(args, sizeof args, "generate -m %s --temp 0 -n 200", out_path);
+    rc = run(args, &out, &err);
+    CHECK(rc == 0 && expected && strncmp(out, expected, strlen(expected)) == 0, "v1 output differs:\n%s", out);
+    free(out);
+    free(err);
+    free(expected);
+}
+
+/* Quantized conversions run; how many of the first 200 greedy tokens' text agree is reported. */
+static void test_stories_quantized(void) {
+    char *expected = expected_output(0);
+    const char *types[] = {"f16", "q8_0", "q4_0"};
+    for (int i = 0; i < 3 && expected; i++) {
+        char args[2048];
+        snprintf(args, sizeof args, "generate -m %s --temp 0 -n 200", stories_gguf(types[i]));
+        char *out, *err;
+        int rc = run(args, &out, &err);
+        CHECK(rc == 0, "%s: exit %d: %s", types[i], rc, err);
+        size_t same = 0;
+        while (expected[same] && out[same] == expected[same]) same++;
+        test_note("%s: first %zu of %zu bytes identical to the F32 (llama2.c) text", types[i], same, strlen(expected));
+        free(out);
+        free(err);
+    }
+    free(expected);
+}
+
+static void test_tokenize_command(void) {
+    char args[1024], *out, *err;
+    snprintf(args, sizeof args, "tokenize -m %s --no-bos 'Hello world'", test_data("vocab/ggml-vocab-llama-spm.gguf"));
+    int rc = run(args, &out, &err);
+    /* ids from llama.cpp's ggml-vocab-llama-spm.gguf.out */
+    CHECK(rc == 0 && strcmp(out, "15043 3186\n") == 0, "exit %d, got '%s' %s", rc, out, err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "tokenize -m %s ' Hello world'", test_data("vocab/ggml-vocab-llama-spm.gguf"));
+    rc = run(args, &out, &err);
+    CHECK(rc == 0 && strcmp(out, "1 29871 15043 3186\n") == 0, "with BOS: exit %d, got '%s' %s", rc, out, err);
+    free(out);
+    free(err);
+}
+
+/* Each case: arguments, expected exit status, a phrase the error must contain. */
+static void test_error_messages(void) {
+    char model[512];
+    snprintf(model, sizeof model, "%s", stories_gguf("f32"));
+    char long_prompt[8192] = "-p '";
+    for (int i = 0; i < 700; i++) strcat(long_prompt, "a b ");
+    strcat(long_prompt, "'");
+    struct {
+        char args[9000];
+        int status;
+        const char *phrase;
+    } cases[8];
+    int n = 0;
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m %s --bogus", model);
+    cases[n].status = 2, cases[n++].phrase = "unknown option '--bogus'";
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m %s -n", model);
+    cases[n].status = 2, cases[n++].phrase = "needs a value";
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m %s -n ten", model);
+    cases[n].status = 2, cases[n++].phrase = "expects an integer";
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m /nonexistent/model.gguf");
+    cases[n].status = 1, cases[n++].phrase = "/nonexistent/model.gguf";
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m %s %s", model, long_prompt);
+    cases[n].status = 1, cases[n++].phrase = "context";
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m %s --kv q4_0", model);
+    cases[n].status = 2, cases[n++].phrase = "--kv expects";
+    snprintf(cases[n].args, sizeof cases[n].args, "frobnicate");
+    cases[n].status = 2, cases[n++].phrase = "unknown command";
+    snprintf(cases[n].args, sizeof cases[n].args, "generate -m %s", test_data("stories260K/tok512.bin"));
+    cases[n].status = 1, cases[n++].phrase = "tok512.bin";
+    for (int i = 0; i < n; i++) {
+        char *out, *err;
+        int rc = run(cases[i].args, &out, &err);
+        CHECK(rc == cases[i].status, "'%.80s': exit %d, expected %d (%s)", cases[i].args, rc, cases[i].status, err);
+        CHECK(strstr(err, cases[i].phrase) && strstr(err, "bluelmv: error: "), "'%.80s': stderr lacks '%s': %s",
+              cases[i].args, cases[i].phrase, err);
+        CHECK(out[0] == 0, "'%.80s' printed to stdout: %s", cases[i].args, out);
+        free(out);
+        free(err);
+    }
+}
+
+/* Every documented command answers --help with exit 0, and each help names its flags. */
+static void test_help(void) {
+    const char *cmds[] = {"generate", "tokenize", "convert", "gen", "bench"};
+    const char *flags[][6] = {
+        {"--temp", "--top-k", "--top-p", "--seed", "--chunk", "--kv"},
+        {"--no-bos", "--file", "-m", "", "", ""},
+        {"--type", "-o", "llama2c", "", "", ""},
+        {"--preset", "--llm-only", "--type", "--seed", "", ""},
+        {"--threads", "--reps", "--prompt-tokens", "--json", "", ""},
+    };
+    for (int i = 0; i < 5; i++) {
+        char args[128], *out, *err;
+        snprintf(args, sizeof args, "%s --help", cmds[i]);
+        int rc = run(args, &out, &err);
+        CHECK(rc == 0, "%s --help: exit %d", cmds[i], rc);
+        for (int f = 0; f < 6; f++)
+            if (flags[i][f][0]) CHECK(strstr(out, flags[i][f]), "%s --help does not mention %s", cmds[i], flags[i][f]);
+        free(out);
+        free(err);
+    }
+}
+
+void suite_cli(void) {
+    RUN_TEST(test_stories_greedy_1_thread);
+    RUN_TEST(test_stories_greedy_2_threads);
+    RUN_TEST(test_stories_greedy_chunk_1);
+    RUN_TEST(test_stories_greedy_chunk_128_kv_f32);
+    RUN_TEST(test_stories_sampled_top_p_1);
+    RUN_TEST(test_stories_sampled_top_p_095);
+    RUN_TEST(test_stories_sampled_prompt);
+    RUN_TEST(test_stories_v1_checkpoint);
+    RUN_TEST(test_stories_quantized);
+    RUN_TEST(test_tokenize_command);
+    RUN_TEST(test_error_messages);
+    RUN_TEST(test_help);
+}

@@ -1,0 +1,270 @@
+/* tests/test_llm.c — the language model against Hugging Face transformers' LlamaForCausalLM.
+ *
+ * Golden data: tests/data/hf_llama/ (tools/gen_llama_golden.py). The GGUF files there were written
+ * by PyPI gguf's GGUFWriter with llama.cpp's Q/K permutation, so these tests also check that
+ * llama.cpp-layout files load and that our RoPE convention matches. */
+#include "test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "llm.h"
+#include "quant.h"
+#include "util.h"
+
+typedef struct {
+    uint32_t n_prompt, n_vocab, n_gen;
+    int32_t *prompt;   /* (n_prompt) */
+    float *logits;     /* (n_prompt, n_vocab) */
+    int32_t *gen;      /* (n_gen) */
+    float min_gap;
+} Golden;
+
+static int load_golden(const char *path, Golden *g) {
+    char *data;
+    size_t len;
+    BlvError err;
+    memset(g, 0, sizeof *g);
+    if (blv_read_file(path, &data, &len, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        return -1;
+    }
+    uint32_t h[5];
+    if (len < 20) {
+        free(data);
+        CHECK(0, "%s: too short", path);
+        return -1;
+    }
+    memcpy(h, data, 20);
+    size_t need = 20 + 4 * (size_t)h[2] + 4 * (size_t)h[2] * h[3] + 4 * (size_t)h[4] + 4;
+    if (h[0] != 0x4C4C4730u || h[1] != 1 || len != need) {
+        free(data);
+        CHECK(0, "%s: bad golden header or size", path);
+        return -1;
+    }
+    g->n_prompt = h[2];
+    g->n_vocab = h[3];
+    g->n_gen = h[4];
+    g->prompt = malloc(4 * (size_t)g->n_prompt);
+    g->logits = malloc(4 * (size_t)g->n_prompt * g->n_vocab);
+    g->gen = malloc(4 * (size_t)g->n_gen);
+    const char *p = data + 20;
+    memcpy(g->prompt, p, 4 * (size_t)g->n_prompt);
+    p += 4 * (size_t)g->n_prompt;
+    memcpy(g->logits, p, 4 * (size_t)g->n_prompt * g->n_vocab);
+    p += 4 * (size_t)g->n_prompt * g->n_vocab;
+    memcpy(g->gen, p, 4 * (size_t)g->n_gen);
+    p += 4 * (size_t)g->n_gen;
+    memcpy(&g->min_gap, p, 4);
+    free(data);
+    return 0;
+}
+
+static void free_golden(Golden *g) {
+    free(g->prompt);
+    free(g->logits);
+    free(g->gen);
+}
+
+/* NMSE = sum (a - ref)^2 / sum ref^2 */
+static double nmse(const float *a, const float *ref, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+static int32_t argmax(const float *x, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return (int32_t)best;
+}
+
+typedef struct {
+    GgufFile file;
+    Llm llm;
+    int ok;
+} Loaded;
+
+static void load_model(Loaded *L, const char *path, int64_t chunk, int kv_type, int threads) {
+    BlvError err;
+    L->ok = 0;
+    if (gguf_open(&L->file, path, 1, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    LlmOptions o = {0, chunk, kv_type, threads, -1};
+    if (llm_init(&L->llm, &L->file, &o, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        gguf_close(&L->file);
+        return;
+    }
+    L->ok = 1;
+}
+
+static void unload_model(Loaded *L) {
+    if (!L->ok) return;
+    llm_free(&L->llm);
+    gguf_close(&L->file);
+}
+
+/* Logits at every prompt position, NMSE against transformers, then 64 greedy tokens. */
+static void check_against_hf(const char *name, int64_t chunk, int kv_type, int threads, double nmse_limit) {
+    char gguf_path[256], golden_path[256];
+    snprintf(gguf_path, sizeof gguf_path, "%s", test_data(name));
+    strcat(gguf_path, ".gguf");
+    snprintf(golden_path, sizeof golden_path, "%s", test_data(name));
+    strcat(golden_path, ".golden");
+    Golden g;
+    if (load_golden(golden_path, &g) != 0) return;
+    Loaded L;
+    load_model(&L, gguf_path, chunk, kv_type, threads);
+    if (!L.ok) {
+        free_golden(&g);
+        return;
+    }
+    CHECK(L.llm.config.vocab_size == g.n_vocab, "vocab %lld vs golden %u", (long long)L.llm.config.vocab_size, g.n_vocab);
+    BlvError err;
+    float *logits = malloc(sizeof(float) * g.n_prompt * g.n_vocab);
+    int rc = llm_eval_tokens(&L.llm, g.prompt, g.n_prompt, logits, 1, &err);
+    CHECK(rc == 0, "%s", err.msg);
+    double worst = 0;
+    for (uint32_t p = 0; rc == 0 && p < g.n_prompt; p++) {
+        double e = nmse(logits + (size_t)p * g.n_vocab, g.logits + (size_t)p * g.n_vocab, g.n_vocab);
+        if (e > worst) worst = e;
+        CHECK(e < nmse_limit, "%s position %u: NMSE %.3g >= %.1g", name, p, e, nmse_limit);
+    }
+    /* greedy continuation: transformers' generate(do_sample=False) */
+    int32_t next = argmax(logits + (size_t)(g.n_prompt - 1) * g.n_vocab, g.n_vocab);
+    uint32_t agree = 0;
+    for (uint32_t i = 0; rc == 0 && i < g.n_gen; i++) {
+        if (next != g.gen[i]) break;
+        agree++;
+        rc = llm_eval_tokens(&L.llm, &next, 1, logits, 0, &err);
+        next = argmax(logits, g.n_vocab);
+    }
+    CHECK(agree == g.n_gen, "%s: greedy continuation agrees for %u of %u tokens", name, agree, g.n_gen);
+    test_note("%s chunk %lld kv %s threads %d: worst per-position NMSE %.3g, greedy %u/%u", name, (long long)chunk,
+              type_name(kv_type), threads, worst, agree, g.n_gen);
+    free(logits);
+    unload_model(&L);
+    free_golden(&g);
+}
+
+static void test_hf_llama_gqa_f32(void) { check_against_hf("hf_llama/llama_gqa", 128, TYPE_F32, 1, 1e-8); }
+static void test_hf_llama_tied_f32(void) { check_against_hf("hf_llama/llama_tied", 128, TYPE_F32, 1, 1e-8); }
+static void test_hf_llama_gqa_two_threads(void) { check_against_hf("hf_llama/llama_gqa", 7, TYPE_F32, 2, 1e-8); }
+/* An F16 cache rounds keys and values to 11 significant bits: the logits move a little. */
+static void test_hf_llama_gqa_kv_f16(void) { check_against_hf("hf_llama/llama_gqa", 128, TYPE_F16, 1, 1e-5); }
+
+/* Chunked prefill: chunk sizes 1, 7, 128 and whole must give the same logits up to float rounding
+ * (a chunk of 1 goes through the matrix-vector path, larger chunks through the matrix-matrix one). */
+static void test_chunk_invariance(void) {
+    Golden g;
+    if (load_golden(test_data("hf_llama/llama_gqa.golden"), &g) != 0) return;
+    const int64_t chunks[] = {1, 7, 128, 24};
+    float *ref = NULL;
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        Loaded L;
+        load_model(&L, test_data("hf_llama/llama_gqa.gguf"), chunks[c], TYPE_F32, 1);
+        if (!L.ok) break;
+        BlvError err;
+        float *logits = malloc(sizeof(float) * g.n_prompt * g.n_vocab);
+        CHECK(llm_eval_tokens(&L.llm, g.prompt, g.n_prompt, logits, 1, &err) == 0, "%s", err.msg);
+        if (!ref) {
+            ref = logits;
+        } else {
+            double max_diff = 0, max_abs = 0;
+            for (size_t i = 0; i < (size_t)g.n_prompt * g.n_vocab; i++) {
+                double d = fabs((double)logits[i] - ref[i]);
+                if (d > max_diff) max_diff = d;
+                if (fabs(ref[i]) > max_abs) max_abs = fabs(ref[i]);
+            }
+            CHECK(max_diff <= 1e-5 * max_abs, "chunk %lld vs chunk 1: max |diff| %.3g (max |logit| %.3g)",
+                  (long long)chunks[c], max_diff, max_abs);
+            test_note("chunk %lld vs 1: max |diff| %.3g", (long long)chunks[c], max_diff);
+            free(logits);
+        }
+        unload_model(&L);
+    }
+    free(ref);
+    free_golden(&g);
+}
+
+/* Splitting the same input over several eval calls (a multi-turn chat) equals one call. */
+static void test_incremental_eval(void) {
+    Golden g;
+    if (load_golden(test_data("hf_llama/llama_gqa.golden"), &g) != 0) return;
+    Loaded L;
+    load_model(&L, test_data("hf_llama/llama_gqa.gguf"), 5, TYPE_F32, 1);
+    if (L.ok) {
+        BlvError err;
+        float *logits = malloc(sizeof(float) * g.n_prompt * g.n_vocab);
+        CHECK(llm_eval_tokens(&L.llm, g.prompt, 10, logits, 1, &err) == 0, "%s", err.msg);
+        CHECK(llm_eval_tokens(&L.llm, g.prompt + 10, g.n_prompt - 10, logits + 10 * g.n_vocab, 1, &err) == 0, "%s", err.msg);
+        double worst = 0;
+        for (uint32_t p = 0; p < g.n_prompt; p++) {
+            double e = nmse(logits + (size_t)p * g.n_vocab, g.logits + (size_t)p * g.n_vocab, g.n_vocab);
+            if (e > worst) worst = e;
+        }
+        CHECK(worst < 1e-8, "worst NMSE %.3g", worst);
+        /* rewinding and re-evaluating the tail reproduces it */
+        llm_rewind(&L.llm, 10);
+        float *again = malloc(sizeof(float) * g.n_vocab);
+        CHECK(llm_eval_tokens(&L.llm, g.prompt + 10, g.n_prompt - 10, again, 0, &err) == 0, "%s", err.msg);
+        double e = nmse(again, g.logits + (size_t)(g.n_prompt - 1) * g.n_vocab, g.n_vocab);
+        CHECK(e < 1e-8, "after rewind: NMSE %.3g", e);
+        free(again);
+        free(logits);
+        unload_model(&L);
+    }
+    free_golden(&g);
+}
+
+static void test_context_overflow_is_an_error(void) {
+    Loaded L;
+    load_model(&L, test_data("hf_llama/llama_gqa.gguf"), 16, TYPE_F32, 1);
+    if (!L.ok) return;
+    int32_t *ids = calloc(300, sizeof(int32_t));
+    BlvError err = {{0}};
+    int rc = llm_eval_tokens(&L.llm, ids, 300, NULL, 0, &err);  /* the file's context is 256 */
+    CHECK(rc != 0, "300 tokens into a 256-token context must fail");
+    CHECK(strstr(err.msg, "context") != NULL, "message: %s", err.msg);
+    ids[3] = 999;  /* outside the 512-token vocabulary */
+    rc = llm_eval_tokens(&L.llm, ids, 10, NULL, 0, &err);
+    CHECK(rc != 0 && strstr(err.msg, "vocabulary"), "bad token id: rc %d, %s", rc, err.msg);
+    free(ids);
+    unload_model(&L);
+}
+
+static void test_q8_0_cache_needs_blocked_heads(void) {
+    BlvError err = {{0}};
+    GgufFile f;
+    if (gguf_open(&f, test_data("hf_llama/llama_gqa.gguf"), 1, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    Llm m;
+    LlmOptions o = {0, 16, TYPE_Q8_0, 1, -1};
+    int rc = llm_init(&m, &f, &o, &err);
+    CHECK(rc != 0 && strstr(err.msg, "q8_0") && strstr(err.msg, "16"), "head size 16 with a q8_0 cache: %s", err.msg);
+    if (rc == 0) llm_free(&m);
+    gguf_close(&f);
+}
+
+void suite_llm(void) {
+    RUN_TEST(test_hf_llama_gqa_f32);
+    RUN_TEST(test_hf_llama_tied_f32);
+    RUN_TEST(test_hf_llama_gqa_two_threads);
+    RUN_TEST(test_hf_llama_gqa_kv_f16);
+    RUN_TEST(test_chunk_invariance);
+    RUN_TEST(test_incremental_eval);
+    RUN_TEST(test_context_overflow_is_an_error);
+    RUN_TEST(test_q8_0_cache_needs_blocked_heads);
+}
