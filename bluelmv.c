@@ -233,7 +233,7 @@ int bluelmv_generate(Bluelmv *b, const char *prompt, int64_t n_predict, const Bl
     double t1 = blv_now();
     for (int64_t i = 0; i < n_predict; i++) {
         int32_t next = bluelmv_sample(b->logits, b->llm.config.vocab_size, sampler, &rng, b->sample_work);
-        if (next == tok->eos_id) {
+        if (tokenizer_is_eog(tok, next)) {  /* EOS, or a turn-ending token such as <|end|> */
             st.stopped_at_eos = 1;
             break;
         }

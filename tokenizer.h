@@ -48,7 +48,10 @@ typedef struct {
 int tokenizer_load(Tokenizer *t, const GgufFile *f, BlvError *err);
 void tokenizer_free(Tokenizer *t);
 
-/* Encodes len bytes of text. add_bos prepends BOS (when the vocabulary has one). Writes at most
+/* Encodes len bytes of text. add_bos is llama.cpp's add_special: it prepends BOS when the vocabulary
+ * has one and its add_bos_token is set (the default), and appends EOS when add_eos_token is set.
+ * parse_special: control and unknown token texts in the input become those tokens (user-defined
+ * token texts always do). Writes at most
  * max_ids ids to ids and returns the total number the text needs (so a caller can retry with a
  * bigger buffer), or -1 with err set (e.g. no way to encode a byte because byte tokens are missing). */
 int64_t tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
@@ -56,11 +59,22 @@ int64_t tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int a
 
 /* The bytes of one token as it appears in decoded text. prev_id is the token before it (-1 if none):
  * the leading space of the first piece after BOS (or at the start) is dropped, as SentencePiece does
- * when it removes the dummy prefix. Control tokens give "". Returns the byte count written into
+ * when it removes the dummy prefix. Control, unknown and unused tokens give ""; user-defined
+ * pieces come out verbatim (as llama.cpp prints them). Returns the byte count written into
  * buf (at most cap; pieces longer than cap are cut). */
 int tokenizer_decode_token(const Tokenizer *t, int32_t prev_id, int32_t id, char *buf, size_t cap);
 
 /* Looks up a piece's id by its exact text (with `▁` for spaces); -1 if absent. */
 int32_t tokenizer_find(const Tokenizer *t, const char *piece, size_t len);
+
+/* Decodes a whole id sequence (each token's prev_id is the one before it, -1 for the first) into
+ * buf, writing at most cap bytes; returns the total length of the text (so a caller can retry with
+ * a bigger buffer). */
+int64_t tokenizer_decode(const Tokenizer *t, const int32_t *ids, int64_t n_ids, char *buf, size_t cap);
+
+/* 1 if generation should stop at this token: EOS, or a token llama.cpp treats as end-of-generation
+ * by its text ("<|end|>", "<|endoftext|>", "<|eot_id|>", "<|im_end|>", "</s>", ...). Such tokens are
+ * typed TOKEN_TYPE_CONTROL after loading even when the file says otherwise, as in llama.cpp. */
+int tokenizer_is_eog(const Tokenizer *t, int32_t id);
 
 #endif

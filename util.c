@@ -1,9 +1,13 @@
 /* util.c — errors, timing, memory figures, file reading, and the thread pool. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "util.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,25 +114,60 @@ int blv_read_file(const char *path, char **data, size_t *len, BlvError *err) {
     return 0;
 }
 
-/* ---- thread pool ------------------------------------------------------------------------- */
+/* ---- thread pool -------------------------------------------------------------------------
+ * Decoding one token dispatches a few hundred small tasks, so waking workers must take
+ * microseconds, not the tens of microseconds a condition variable costs. Workers therefore spin on
+ * a generation counter for a while after each task and only then sleep on a condition variable;
+ * the caller spins until the workers report completion. All atomics are sequentially consistent,
+ * which is what makes the sleep/wake handshake below race-free. */
+
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static void cpu_relax(void) { _mm_pause(); }
+#elif defined(__aarch64__)
+static void cpu_relax(void) { __asm__ __volatile__("yield"); }
+#else
+static void cpu_relax(void) {}
+#endif
+
+enum { SPIN_ITERATIONS = 1 << 16 };  /* roughly a few milliseconds before a worker sleeps */
 
 struct ThreadPool {
     int n_threads;
     pthread_t *threads;
-    pthread_mutex_t mutex;
-    pthread_cond_t work_ready;  /* signalled when a new generation of work is posted */
-    pthread_cond_t work_done;   /* signalled when the last worker finishes */
-    ThreadTask fn;
+    ThreadTask fn;               /* published before generation is incremented */
     void *ctx;
-    uint64_t generation;        /* incremented for each threadpool_run */
-    int pending;                /* workers still running the current generation */
-    int stop;
+    atomic_uint_fast64_t generation;  /* incremented once per threadpool_run */
+    atomic_int pending;          /* workers still running the current generation */
+    atomic_int sleepers;         /* workers blocked (or about to block) on wake */
+    atomic_int stop;
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
 };
 
 typedef struct {
     ThreadPool *pool;
     int ith;
 } WorkerArg;
+
+/* Waits until the generation differs from `seen` (or stop); returns the new generation. */
+static uint64_t wait_for_work(ThreadPool *pool, uint64_t seen) {
+    for (int i = 0; i < SPIN_ITERATIONS; i++) {
+        uint64_t g = atomic_load(&pool->generation);
+        if (g != seen || atomic_load(&pool->stop)) return g;
+        cpu_relax();
+    }
+    pthread_mutex_lock(&pool->mutex);
+    atomic_fetch_add(&pool->sleepers, 1);
+    /* Checked after announcing ourselves as a sleeper: a run that bumps the generation after this
+     * check sees sleepers > 0 and broadcasts under the mutex, which we hold until we wait. */
+    while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+        pthread_cond_wait(&pool->wake, &pool->mutex);
+    atomic_fetch_sub(&pool->sleepers, 1);
+    pthread_mutex_unlock(&pool->mutex);
+    return atomic_load(&pool->generation);
+}
 
 static void *worker_main(void *p) {
     WorkerArg *arg = p;
@@ -137,22 +176,10 @@ static void *worker_main(void *p) {
     free(arg);
     uint64_t seen = 0;
     for (;;) {
-        pthread_mutex_lock(&pool->mutex);
-        while (!pool->stop && pool->generation == seen) pthread_cond_wait(&pool->work_ready, &pool->mutex);
-        if (pool->stop) {
-            pthread_mutex_unlock(&pool->mutex);
-            return NULL;
-        }
-        seen = pool->generation;
-        ThreadTask fn = pool->fn;
-        void *ctx = pool->ctx;
-        pthread_mutex_unlock(&pool->mutex);
-
-        fn(ctx, ith, pool->n_threads);
-
-        pthread_mutex_lock(&pool->mutex);
-        if (--pool->pending == 0) pthread_cond_signal(&pool->work_done);
-        pthread_mutex_unlock(&pool->mutex);
+        seen = wait_for_work(pool, seen);
+        if (atomic_load(&pool->stop)) return NULL;
+        pool->fn(pool->ctx, ith, pool->n_threads);
+        atomic_fetch_sub(&pool->pending, 1);
     }
 }
 
@@ -161,9 +188,12 @@ ThreadPool *threadpool_create(int n_threads, BlvError *err) {
     ThreadPool *pool = blv_calloc(1, sizeof *pool, "thread pool", err);
     if (!pool) return NULL;
     pool->n_threads = n_threads;
+    atomic_init(&pool->generation, 0);
+    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->stop, 0);
     pthread_mutex_init(&pool->mutex, NULL);
-    pthread_cond_init(&pool->work_ready, NULL);
-    pthread_cond_init(&pool->work_done, NULL);
+    pthread_cond_init(&pool->wake, NULL);
     pool->threads = blv_calloc((size_t)n_threads, sizeof(pthread_t), "thread handles", err);
     if (!pool->threads) {
         free(pool);
@@ -171,7 +201,11 @@ ThreadPool *threadpool_create(int n_threads, BlvError *err) {
     }
     for (int i = 1; i < n_threads; i++) {
         WorkerArg *arg = malloc(sizeof *arg);
-        if (!arg || pthread_create(&pool->threads[i], NULL, worker_main, arg ? (arg->pool = pool, arg->ith = i, arg) : NULL) != 0) {
+        if (arg) {
+            arg->pool = pool;
+            arg->ith = i;
+        }
+        if (!arg || pthread_create(&pool->threads[i], NULL, worker_main, arg) != 0) {
             free(arg);
             pool->n_threads = i;  /* shut down the ones already started */
             threadpool_free(pool);
@@ -185,13 +219,12 @@ ThreadPool *threadpool_create(int n_threads, BlvError *err) {
 void threadpool_free(ThreadPool *pool) {
     if (!pool) return;
     pthread_mutex_lock(&pool->mutex);
-    pool->stop = 1;
-    pthread_cond_broadcast(&pool->work_ready);
+    atomic_store(&pool->stop, 1);
+    pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
     for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->threads[i], NULL);
     pthread_mutex_destroy(&pool->mutex);
-    pthread_cond_destroy(&pool->work_ready);
-    pthread_cond_destroy(&pool->work_done);
+    pthread_cond_destroy(&pool->wake);
     free(pool->threads);
     free(pool);
 }
@@ -203,19 +236,23 @@ void threadpool_run(ThreadPool *pool, ThreadTask fn, void *ctx) {
         fn(ctx, 0, 1);
         return;
     }
-    pthread_mutex_lock(&pool->mutex);
     pool->fn = fn;
     pool->ctx = ctx;
-    pool->pending = pool->n_threads - 1;
-    pool->generation++;
-    pthread_cond_broadcast(&pool->work_ready);
-    pthread_mutex_unlock(&pool->mutex);
+    atomic_store(&pool->pending, pool->n_threads - 1);
+    atomic_fetch_add(&pool->generation, 1);
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->mutex);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mutex);
+    }
 
     fn(ctx, 0, pool->n_threads);  /* the caller is thread 0 */
 
-    pthread_mutex_lock(&pool->mutex);
-    while (pool->pending > 0) pthread_cond_wait(&pool->work_done, &pool->mutex);
-    pthread_mutex_unlock(&pool->mutex);
+    /* Spin until the workers finish; yield now and then in case the machine is oversubscribed. */
+    for (unsigned i = 1; atomic_load(&pool->pending) > 0; i++) {
+        cpu_relax();
+        if ((i & 1023) == 0) sched_yield();
+    }
 }
 
 void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int64_t *end) {

@@ -1,6 +1,8 @@
 /* tests/main.c — the test runner: `tests/run_tests [SUITE ...]` runs the named suites (all by
  * default) and ends with the line `N passed, N failed`. Exit status is 0 only if none failed. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "test.h"
 
 #include <math.h>
@@ -134,7 +136,7 @@ typedef struct {
 } Suite;
 
 static const Suite suites[] = {
-    {"gguf", suite_gguf},       {"quant", suite_quant}, {"tokenizer", suite_tokenizer},
+    {"util", suite_util},       {"gguf", suite_gguf},       {"quant", suite_quant}, {"tokenizer", suite_tokenizer},
     {"llm", suite_llm},         {"convert", suite_convert}, {"cli", suite_cli},
 };
 

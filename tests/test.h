@@ -47,6 +47,7 @@ float test_rand_normal(uint64_t *state);
 #else
 #define SUITE_DECL
 #endif
+SUITE_DECL void suite_util(void);
 SUITE_DECL void suite_gguf(void);
 SUITE_DECL void suite_quant(void);
 SUITE_DECL void suite_tokenizer(void);
