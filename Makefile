@@ -26,7 +26,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 ALL_CFLAGS := $(WARN) $(CFLAGS) $(ARCH_FLAGS) $(SAN) -pthread -D_GNU_SOURCE -I.
 
-.PHONY: all test test-neon sanitize plain-cc clean
+.PHONY: all test test-neon sanitize plain-cc clean demo
 
 all: bluelmv libbluelmv.a
 
@@ -74,3 +74,8 @@ plain-cc:
 
 clean:
 	rm -rf build bluelmv libbluelmv.a
+
+# The newcomer's first command: convert the bundled llama2.c model and generate its story.
+demo: bluelmv
+	./bluelmv convert llama2c tests/data/stories260K/stories260K.bin tests/data/stories260K/tok512.bin -o build/stories260K.gguf
+	./bluelmv generate -m build/stories260K.gguf --temp 0 -n 200

@@ -75,6 +75,7 @@ typedef struct {
     uint8_t *base;              /* start of the file image (mapping or malloc'd buffer) */
     uint64_t size;
     int mapped;                 /* 1: base is an mmap; 0: read into memory */
+    int borrowed;               /* 1: base belongs to the caller (gguf_open_memory), not freed */
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset;       /* start of the tensor data section */
@@ -111,6 +112,12 @@ int64_t gguf_array_i64(const GgufKV *kv, uint64_t i);
 
 const char *gguf_type_name(uint32_t type); /* "u8", ..., "array" */
 
+/* ggml tensor types as ggml sizes them (all of ggml's, not only those quant.h computes with), so
+ * that a file with other types still opens and a later layer can refuse a tensor by type name.
+ * gguf_ggml_type_info returns 0 and the block geometry for a known id, -1 for an unknown one. */
+const char *gguf_ggml_type_name(uint32_t type); /* "f32", "q4_K", ...; NULL if unknown */
+int gguf_ggml_type_info(uint32_t type, int64_t *block_elems, int64_t *block_bytes);
+
 /* ---- writer ----------------------------------------------------------------------------------
  * Two phases so that large models stream to disk: declare every KV and tensor (shape and type only),
  * then gguf_writer_begin() writes the header, and gguf_writer_put_tensor() is called once per
@@ -137,6 +144,12 @@ int gguf_set_string(GgufWriter *w, const char *key, const char *v);
 int gguf_set_array(GgufWriter *w, const char *key, uint32_t elem_type, const void *data, uint64_t count);
 /* String array: strs[i] with lengths lens[i] (lens may be NULL for NUL-terminated strings; copied). */
 int gguf_set_string_array(GgufWriter *w, const char *key, const char *const *strs, const uint64_t *lens, uint64_t count);
+/* A value given as its serialized bytes (what follows the u32 type in a file: e.g. for ARRAY the
+ * u32 element type, u64 count and elements). Validated like the reader does; the one way to write
+ * nested arrays. */
+int gguf_set_raw(GgufWriter *w, const char *key, uint32_t type, const void *value, uint64_t n_bytes);
+/* Copies one KV (any type, nested arrays included) of an open file, e.g. tokenizer metadata. */
+int gguf_copy_kv(GgufWriter *w, const GgufFile *src, const GgufKV *kv);
 /* Tensor declaration: ne[0] innermost. Returns -1 on bad name/dims/type (message in the writer). */
 int gguf_add_tensor(GgufWriter *w, const char *name, uint32_t type, uint32_t n_dims, const int64_t *ne);
 int gguf_writer_begin(GgufWriter *w, const char *path, BlvError *err);

@@ -33,7 +33,7 @@ int blv_fail_prefix(BlvError *err, const char *fmt, ...) {
         vsnprintf(prefix, sizeof prefix, fmt, ap);
         va_end(ap);
         memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        snprintf(err->msg, sizeof err->msg, "%.500s: %.500s", prefix, old);
     }
     return -1;
 }
