@@ -85,10 +85,13 @@ static char *slurp(FILE *f) {
 }
 
 int test_run_command(const char *cmd, char **out, char **err_out) {
-    char errpath[4200], full[8192];
+    char errpath[4200];
     snprintf(errpath, sizeof errpath, "%s/stderr.txt", tmp_dir);
-    snprintf(full, sizeof full, "%s 2>%s", cmd, errpath);
+    size_t n = strlen(cmd) + strlen(errpath) + 8;
+    char *full = malloc(n);
+    snprintf(full, n, "%s 2>%s", cmd, errpath);
     FILE *p = popen(full, "r");
+    free(full);
     if (!p) return -1;
     char *o = slurp(p);
     int status = pclose(p);
