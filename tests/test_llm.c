@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert.h"
 #include "gguf.h"
 #include "llm.h"
 #include "quant.h"
@@ -258,7 +259,86 @@ static void test_q8_0_cache_needs_blocked_heads(void) {
     gguf_close(&f);
 }
 
+/* Greedy tokens of a model from BOS: the first n argmax tokens. */
+static void greedy_tokens(const char *path, int kv_type, int32_t *out, int n) {
+    Loaded L;
+    load_model(&L, path, 128, kv_type, 1);
+    if (!L.ok) return;
+    BlvError err;
+    float *logits = malloc(sizeof(float) * (size_t)L.llm.config.vocab_size);
+    int32_t tok = 1;
+    for (int i = 0; i < n; i++) {
+        if (llm_eval_tokens(&L.llm, &tok, 1, logits, 0, &err) != 0) {
+            CHECK(0, "%s", err.msg);
+            break;
+        }
+        tok = out[i] = argmax(logits, L.llm.config.vocab_size);
+    }
+    free(logits);
+    unload_model(&L);
+}
+
+/* stories260K converted to F16, Q8_0 and Q4_0: greedy tokens compared with the F32 model's. */
+static void test_stories_quantized_agreement(void) {
+    const int types[] = {TYPE_F32, TYPE_F16, TYPE_Q8_0, TYPE_Q4_0};
+    int32_t tokens[4][200];
+    memset(tokens, 0, sizeof tokens);
+    for (int i = 0; i < 4; i++) {
+        char path[512], ckpt[512], tok[512];
+        snprintf(path, sizeof path, "%s", test_tmp("stories-agree-"));
+        strcat(path, type_name(types[i]));
+        snprintf(ckpt, sizeof ckpt, "%s", test_data("stories260K/stories260K.bin"));
+        snprintf(tok, sizeof tok, "%s", test_data("stories260K/tok512.bin"));
+        BlvError err;
+        CHECK(convert_llama2c(ckpt, tok, path, types[i], 0, &err) == 0, "%s", err.msg);
+        greedy_tokens(path, TYPE_F32, tokens[i], 200);
+        if (i == 0) continue;
+        int prefix = 0, same = 0;
+        while (prefix < 200 && tokens[i][prefix] == tokens[0][prefix]) prefix++;
+        for (int k = 0; k < 200; k++) same += tokens[i][k] == tokens[0][k];
+        test_note("stories260K %s: first %d of 200 greedy tokens identical to F32 (%d of 200 position-wise)",
+                  type_name(types[i]), prefix, same);
+    }
+}
+
+/* The KV cache types on a model whose head size (64) allows Q8_0 blocks: F16 and Q8_0 caches stay
+ * within their rounding of the F32 cache (F16: 11 significant bits; Q8_0: 8-bit with one scale
+ * per 32 values). The model is random, with the BlueLM embedding LayerNorm. */
+static void test_kv_cache_types(void) {
+    LlmPreset p = {"kvtest", "random weights, untrained", 128, 2, 2, 1, 256, 512, 256, 10000.0f, 1e-5f, 1, 0};
+    char path[512];
+    snprintf(path, sizeof path, "%s", test_tmp("kvtest.gguf"));
+    BlvError err;
+    if (generate_llm_preset(&p, 7, TYPE_F32, path, 0, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    enum { N = 48 };
+    int32_t ids[N];
+    uint64_t rng = 3;
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(test_rand_u64(&rng) % 500);
+    const int kv[3] = {TYPE_F32, TYPE_F16, TYPE_Q8_0};
+    const double limit[3] = {0, 1e-5, 1e-3};
+    float *logits[3];
+    for (int k = 0; k < 3; k++) {
+        logits[k] = calloc((size_t)N * 512, sizeof(float));
+        Loaded L;
+        load_model(&L, path, 16, kv[k], 2);
+        if (!L.ok) continue;
+        CHECK(L.llm.config.has_embd_norm, "the embedding LayerNorm was not picked up");
+        CHECK(llm_eval_tokens(&L.llm, ids, N, logits[k], 1, &err) == 0, "%s", err.msg);
+        unload_model(&L);
+        if (k == 0) continue;
+        double e = nmse(logits[k], logits[0], (int64_t)N * 512);
+        CHECK(e < limit[k], "kv %s: NMSE %.3g vs F32 cache (limit %.0e)", type_name(kv[k]), e, limit[k]);
+        test_note("kv %s vs f32: NMSE %.3g over %d positions", type_name(kv[k]), e, N);
+    }
+    for (int k = 0; k < 3; k++) free(logits[k]);
+}
+
 void suite_llm(void) {
+    RUN_TEST(test_stories_quantized_agreement);
+    RUN_TEST(test_kv_cache_types);
     RUN_TEST(test_hf_llama_gqa_f32);
     RUN_TEST(test_hf_llama_tied_f32);
     RUN_TEST(test_hf_llama_gqa_two_threads);
