@@ -53,6 +53,9 @@ SUITE_DECL void suite_quant(void);
 SUITE_DECL void suite_tokenizer(void);
 SUITE_DECL void suite_llm(void);
 SUITE_DECL void suite_convert(void);
+SUITE_DECL void suite_image(void);
+SUITE_DECL void suite_tile(void);
+SUITE_DECL void suite_vit(void);
 SUITE_DECL void suite_cli(void);
 
 #endif
