@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bluelmv.h"
 #include "quant.h"
@@ -101,7 +102,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     uint64_t rng = 42;
     int rc = 0;
     for (int r = 0; r < o->reps && rc == 0; r++) {
-        fprintf(stderr, "\rbench: repetition %d/%d", r + 1, o->reps);
+        fprintf(stderr, isatty(2) ? "\rbench: repetition %d/%d" : "bench: repetition %d/%d\n", r + 1, o->reps);
         fflush(stderr);
         /* prefill: prompt_tokens from an empty cache */
         fill_tokens(ids, o->prompt_tokens, vocab, &rng);
@@ -117,7 +118,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         for (int64_t i = 1; i < o->tg_tokens && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
         tg[r] = (double)(o->tg_tokens - 1) / (blv_now() - t0);
     }
-    fprintf(stderr, "\n");
+    if (isatty(2)) fprintf(stderr, "\n");
     if (rc == 0) {
         double tg_med = median(tg, o->reps), pp_med = median(pp, o->reps);
         double gb_per_token = (double)m->weight_bytes / 1e9;

@@ -78,7 +78,7 @@ float vec_dot_q8_0_q8_0_avx512(int64_t n, const BlockQ8_0 *x, const BlockQ8_0 *y
 float vec_dot_f16_f32_avx512(int64_t n, const uint16_t *x, const float *y);
 float vec_dot_f32_f32_avx512(int64_t n, const float *x, const float *y);
 #endif
-#if defined(__aarch64__) || defined(__ARM_NEON)
+#if defined(__aarch64__) && defined(__ARM_NEON)
 float vec_dot_q4_0_q8_0_neon(int64_t n, const BlockQ4_0 *x, const BlockQ8_0 *y);
 float vec_dot_q8_0_q8_0_neon(int64_t n, const BlockQ8_0 *x, const BlockQ8_0 *y);
 float vec_dot_f16_f32_neon(int64_t n, const uint16_t *x, const float *y);
@@ -102,8 +102,9 @@ int quant_force_kernels(const char *name);
  * W is n_out rows of n_in elements of type wtype (row r at byte offset r * type_row_bytes(wtype, n_in)).
  * x is T rows of n_in floats. out is T rows of n_out floats (row stride n_out).
  *
- * For Q4_0/Q8_0 weights the activations are first quantized to Q8_0 (quantize_row_q8_0_ref, so every
- * ISA sees the same int8 activations), then multiplied with integer dots. F16 weights use F16×F32,
+ * For Q4_0/Q8_0 weights the activations are first quantized to Q8_0 (quantize_row_q8_0_ref, or a
+ * vector version tested to give the same bytes, so every ISA sees the same int8 activations), then
+ * multiplied with integer dots. F16 weights use F16×F32,
  * F32 weights F32×F32; BF16 rows are converted to f32 first. When T > 1 the work is done as a
  * matrix-matrix product (weights loaded once for several tokens), not T separate vector products.
  * Threaded over the pool; `scratch` must hold matmul_scratch_bytes(wtype, n_in, T) bytes. */
@@ -114,5 +115,98 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
  * fast path is tested against. */
 void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_in, int64_t n_out,
                 int64_t T, void *scratch);
+
+/* ---- machine probes (the rooflines `bluelmv bench` compares against) -------------------------
+ * probe_read_bandwidth: GB/s (1e9 bytes/s) of streaming through a `bytes`-long buffer (e.g. 1 GiB,
+ * far larger than the caches) with the widest vector loads of the kernel family in use, every
+ * thread of the pool reading its own contiguous share; the median of 5 timed passes after one
+ * warm-up pass. This is the ceiling for memory-bound work such as the T = 1 matmul (decode).
+ * Returns a negative value if the buffer cannot be allocated.
+ *
+ * probe_int8_peak: GOP/s (1e9 ops/s, one int8 multiply-add = 2 ops) of the int8 dot-product
+ * instruction of the kernel family in use (AVX-512 VNNI vpdpbusd, AVX2 vpmaddubsw + vpaddw, NEON
+ * vdotq_s32, NEON without dotprod vmlal_s8, plain C for "ref") issued back to back into many
+ * independent register accumulators on every thread of the pool; the median of 5 timed runs of
+ * about 30 ms each. This is the ceiling for compute-bound work such as the T > 1 matmul (prefill). */
+double probe_read_bandwidth(ThreadPool *pool, int64_t bytes);
+double probe_int8_peak(ThreadPool *pool);
+
+/* ---- internal: the interface between quant.c and the per-ISA files ---------------------------
+ * Nothing outside quant*.c needs this section. quant.c owns the scalar reference, the type table,
+ * dispatch, threading and the loops of the matrix products; quant_x86.c and quant_neon.c each
+ * provide a QuantKernels table of the inner kernels for one instruction-set family. */
+
+/* One matrix product, as the threads see it. */
+typedef struct {
+    const uint8_t *W;        /* n_out rows of row_bytes bytes */
+    int wtype;
+    int64_t row_bytes;
+    int64_t n_in, n_out, T;
+    int64_t nb;              /* n_in / 32 (quantized weights) */
+    const float *x;          /* T rows of n_in floats */
+    BlockQ8_0 *xq;           /* T rows of nb blocks: x quantized with quantize_row_q8_0_ref */
+    int32_t *xsum;           /* T rows of nb sums of the 32 int8 values of each xq block */
+    uint8_t *packed;         /* activations rearranged for the GEMM tile kernel (QPACK_* below) */
+    float *out;              /* T rows of n_out floats */
+} MatmulJob;
+
+/* Packed activations for the GEMM tile kernels. Tokens go in groups of G (the kernel family's
+ * gemm_group: 16 for AVX-512, 8 for AVX2, 4 for NEON; the last group is padded with zero tokens).
+ * For group g and block b there is one record of QPACK_RECORD_BYTES(G) bytes at
+ * packed + (g * nb + b) * QPACK_RECORD_BYTES(G):
+ *     int8_t  q[8][G][4]   q[k4][t][i] = activation element 4*k4+i of token g*G+t in block b
+ *     float   d[G]         fp32 of that token's Q8_0 block scale (0 for padding)
+ *     int32_t corr[G]      -offset * (sum of the token's 32 int8 values), where offset is the value
+ *                          the family adds to weights to make them unsigned (0 if it does not)
+ * so that one 4-byte weight group broadcast against one q[k4] row gives G dot products at once. */
+#define QPACK_RECORD_BYTES(G) (40 * (G))
+#define QTILE_ROWS 4           /* weight rows per GEMM tile */
+#define QTILE_MAX_BLOCKS 256   /* blocks per row in one unpacked tile (a K chunk of up to 8192) */
+#define QTILE_BYTES (QTILE_ROWS * QTILE_MAX_BLOCKS * (QK + 4))
+#define QGEMV_MAX_TOKENS 4     /* tokens per pass of the GEMV kernel */
+
+typedef struct {
+    const char *name;
+    float (*dot_q4_0_q8_0)(int64_t n, const BlockQ4_0 *x, const BlockQ8_0 *y);
+    float (*dot_q8_0_q8_0)(int64_t n, const BlockQ8_0 *x, const BlockQ8_0 *y);
+    float (*dot_f16_f32)(int64_t n, const uint16_t *x, const float *y);
+    float (*dot_f32_f32)(int64_t n, const float *x, const float *y);
+    /* quantize_row_q8_0_ref, byte for byte (vector code, tested to be identical), plus sums[b] =
+     * the sum of block b's 32 int8 values: how matmul quantizes activations. */
+    void (*quantize_q8_0)(const float *x, BlockQ8_0 *y, int32_t *sums, int64_t n);
+    /* out[t][r] for r in [r0, r1) and tokens t in [t0, t0 + nt), nt <= QGEMV_MAX_TOKENS, quantized
+     * weights: the decode GEMV (nt = 1), also used for a few tokens (each weight block is loaded
+     * once for the nt tokens). */
+    void (*gemv_q)(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1);
+    /* res[i] = dot(W row r+i, x[t]) for i < nrows (<= 4), float weights (f32, f16, bf16). */
+    void (*dot4_f)(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]);
+    /* GEMM for quantized weights: tokens per packed group, weight offsets (see QPACK above), and
+     * a tile = QTILE_ROWS rows x (1 or 2 groups) tokens over nkb blocks:
+     * gemm_unpack writes rows [r, r+nrows) x blocks [kb, kb+nkb) into `tile` (QTILE_BYTES, rows past
+     * nrows zero); gemm_tile computes res[j][i] = sum over the nkb blocks for tile row i and token j
+     * of the groups whose records for the first block are act0 and act1 (act1 NULL: one group). */
+    int gemm_group;
+    int q4_0_offset, q8_0_offset;
+    void (*gemm_unpack)(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb, uint8_t *tile);
+    void (*gemm_tile)(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
+                      float res[32][QTILE_ROWS]);
+    /* Probes: a checksum of `bytes` (multiple of 256) read from p; and `iters` rounds of the int8
+     * dot instruction into independent accumulators, returning the multiply-adds done. */
+    uint64_t (*probe_read)(const uint8_t *p, int64_t bytes);
+    int64_t (*probe_int8)(int64_t iters);
+} QuantKernels;
+
+/* fp16_to_fp32 of every half (256 KiB), so that a kernel converts a weight scale with one load,
+ * as ggml's ggml_table_f32_f16. Filled when the kernel family is first chosen (before any matmul). */
+extern float quant_fp16_table[65536];
+
+extern const QuantKernels quant_kernels_ref;
+#if defined(__x86_64__) || defined(__i386__)
+extern const QuantKernels quant_kernels_avx2;
+extern const QuantKernels quant_kernels_avx512;
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+extern const QuantKernels quant_kernels_neon;
+#endif
 
 #endif

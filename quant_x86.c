@@ -1,0 +1,703 @@
+/* quant_x86.c — the AVX2 and AVX-512 (VNNI) kernel families.
+ *
+ * Every function is compiled for its instruction set with a target attribute, so the default build
+ * (no -march) contains them and still runs on any x86-64; quant.c calls them only after checking
+ * the CPU (and that the OS saves the vector state). Each kernel computes exactly what the `_ref`
+ * function or QuantKernels entry it replaces computes (quant.h); only the order in which float
+ * partial sums are added differs. Integer sums inside a block are exact.
+ *
+ * The int8 trick used throughout: AVX-512 VNNI vpdpbusd multiplies UNSIGNED bytes by signed bytes.
+ * Q4_0 weights are used as their unsigned nibbles 0..15 and Q8_0 weights as q + 128 (q ^ 0x80), and
+ * the offset is taken back per block: sum((w - o) * a) = sum(w * a) - o * sum(a). AVX2 has only
+ * vpmaddubsw (u8 x s8 -> saturating pairs of int16); it uses the sign trick |w| * (a * sign(w)),
+ * which cannot saturate for |w| <= 128, |a| <= 127. */
+#include "quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include <string.h>
+
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define INLINE static inline __attribute__((always_inline))
+
+static int32_t load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* ================================ AVX2 =========================================================== */
+
+TARGET_AVX2 INLINE float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The 32 weights of a Q4_0 block as unsigned bytes 0..15 in element order: bytes 0..15 are the low
+ * nibbles of qs[0..15], bytes 16..31 the high nibbles. */
+TARGET_AVX2 INLINE __m256i q4_0_nibbles_avx2(const uint8_t *qs) {
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    __m256i shifted = _mm256_srlv_epi32(q, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
+    return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
+}
+
+/* 8 int32 partial sums of x[i] * y[i] over 32 signed bytes (sign trick; exact unless y has -128). */
+TARGET_AVX2 INLINE __m256i dot_i8_avx2(__m256i x, __m256i y) {
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+/* 8 int32 partial sums of (nibble[i] - 8) * y[i]: nibble*y - 8*y in int16 pairs (|.| <= 3810). */
+TARGET_AVX2 INLINE __m256i dot_q4_i8_avx2(__m256i nibbles, __m256i y) {
+    __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles, y), _mm256_maddubs_epi16(_mm256_set1_epi8(8), y));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+TARGET_AVX2 INLINE float fp16_avx2(uint16_t h) { return _cvtsh_ss(h); }
+
+/* sum over blocks of int_dot(block) * dx * dy, two float accumulators (even and odd blocks). */
+TARGET_AVX2 float vec_dot_q4_0_q8_0_avx2(int64_t n, const BlockQ4_0 *x, const BlockQ8_0 *y) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i isum = dot_q4_i8_avx2(q4_0_nibbles_avx2(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        __m256 d = _mm256_set1_ps(fp16_avx2(x[b].d) * fp16_avx2(y[b].d));
+        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[b & 1]);
+    }
+    return hsum_avx2(_mm256_add_ps(acc[0], acc[1]));
+}
+
+TARGET_AVX2 float vec_dot_q8_0_q8_0_avx2(int64_t n, const BlockQ8_0 *x, const BlockQ8_0 *y) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i isum = dot_i8_avx2(_mm256_loadu_si256((const __m256i *)x[b].qs),
+                                   _mm256_loadu_si256((const __m256i *)y[b].qs));
+        __m256 d = _mm256_set1_ps(fp16_avx2(x[b].d) * fp16_avx2(y[b].d));
+        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[b & 1]);
+    }
+    return hsum_avx2(_mm256_add_ps(acc[0], acc[1]));
+}
+
+/* sum x[i] * y[i]: four 8-wide accumulators, then the tail one by one. */
+TARGET_AVX2 float vec_dot_f32_f32_avx2(int64_t n, const float *x, const float *y) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * j), _mm256_loadu_ps(y + i + 8 * j), acc[j]);
+    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc[0]);
+    float sum = hsum_avx2(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+TARGET_AVX2 INLINE __m256 load_f16x8_avx2(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+TARGET_AVX2 float vec_dot_f16_f32_avx2(int64_t n, const uint16_t *x, const float *y) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm256_fmadd_ps(load_f16x8_avx2(x + i + 8 * j), _mm256_loadu_ps(y + i + 8 * j), acc[j]);
+    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(load_f16x8_avx2(x + i), _mm256_loadu_ps(y + i), acc[0]);
+    float sum = hsum_avx2(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += fp16_avx2(x[i]) * y[i];
+    return sum;
+}
+
+/* quantize_row_q8_0_ref 8 floats at a time, byte for byte (the same IEEE operations on each
+ * element): amax skips NaN like the ref (vmaxps returns its second operand when the first is NaN),
+ * d = amax / 127 and id = 1 / d as scalars, v = x * id, round half away from zero as truncation plus
+ * two comparisons, fp16 of d by F16C (round to nearest even, as fp32_to_fp16). Also the block sums. */
+TARGET_AVX2 static void quantize_q8_0_avx2(const float *x, BlockQ8_0 *y, int32_t *sums, int64_t n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int h = 0; h < 4; h++) {
+            v[h] = _mm256_loadu_ps(x + b * QK + 8 * h);
+            m = _mm256_max_ps(_mm256_and_ps(v[h], abs_mask), m);
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = _cvtss_sh(d, 0);
+        __m256i q[4], total = _mm256_setzero_si256();
+        for (int h = 0; h < 4; h++) {
+            __m256 p = _mm256_mul_ps(v[h], _mm256_set1_ps(id));
+            __m256 in_range = _mm256_and_ps(_mm256_cmp_ps(p, _mm256_set1_ps(-127.5f), _CMP_GT_OQ),
+                                            _mm256_cmp_ps(p, _mm256_set1_ps(127.5f), _CMP_LT_OQ));
+            __m256 c = _mm256_and_ps(p, in_range);  /* out of range or NaN -> 0 */
+            __m256i t = _mm256_cvttps_epi32(c);
+            __m256 tf = _mm256_cvtepi32_ps(t);
+            __m256 up = _mm256_cmp_ps(c, _mm256_add_ps(tf, _mm256_set1_ps(0.5f)), _CMP_GE_OQ);
+            __m256 down = _mm256_cmp_ps(c, _mm256_sub_ps(tf, _mm256_set1_ps(0.5f)), _CMP_LE_OQ);
+            q[h] = _mm256_add_epi32(_mm256_sub_epi32(t, _mm256_castps_si256(up)), _mm256_castps_si256(down));
+            total = _mm256_add_epi32(total, q[h]);
+        }
+        /* int32 -> int8 in element order (the packs interleave 128-bit halves; the permute undoes it) */
+        __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[b].qs, bytes);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        sums[b] = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+    }
+}
+
+/* The GEMV (T = 1) streams each weight byte once and is limited by memory bandwidth. Rows are
+ * processed four at a time (each activation block loaded once for four rows); the four rows are
+ * four interleaved streams that the hardware prefetcher alone follows poorly, so while working on
+ * rows [r, r+4) the loop prefetches rows [r+4, r+8) at the same pace, one block column at a time
+ * (that region is contiguous: rows are stored back to back). Weight scales go through the fp16
+ * table (one load instead of a convert). */
+static const uint8_t *gemv_prefetch_base(const MatmulJob *job, int64_t r) {
+    return r + 8 <= job->n_out ? job->W + (r + 4) * job->row_bytes : NULL;
+}
+
+/* Prefetch the part of rows [r+4, r+8) that lines up with block b of rows [r, r+4). */
+INLINE void gemv_prefetch(const uint8_t *next, int64_t b, int64_t block_bytes) {
+    if (!next) return;
+    for (int64_t off = 0; off < 4 * block_bytes; off += 64) _mm_prefetch((const char *)next + 4 * block_bytes * b + off, _MM_HINT_T0);
+}
+
+/* out[t0 + j][r + i] = the sum of acc[i][j]'s lanes, for the rows that exist. (All four rows are
+ * summed, so that acc is indexed with constants only and stays in registers.) */
+TARGET_AVX2 INLINE void store_gemv_sums(const MatmulJob *job, int64_t t0, const int NT, int64_t r, int nrows,
+                                        __m256 acc[4][QGEMV_MAX_TOKENS]) {
+    float sums[QGEMV_MAX_TOKENS][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) sums[j][i] = hsum_avx2(acc[i][j]);
+    for (int j = 0; j < NT; j++) memcpy(job->out + (t0 + j) * job->n_out + r, sums[j], (size_t)nrows * sizeof(float));
+}
+
+/* GEMV: out[t][r] = vec_dot(W row r, xq[t]) for r in [r0, r1) and NT (1 or 2: AVX2 has 16
+ * registers) tokens t0.. at once, each weight block unpacked once for the NT tokens. */
+TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const int NT, int64_t r, int nrows,
+                                       const int is_q4) {
+    const int64_t block_bytes = is_q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+    const uint8_t *rows[4], *next = gemv_prefetch_base(job, r);
+    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+    __m256 acc[4][QGEMV_MAX_TOKENS];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < job->nb; b++) {
+        __m256i a[2];
+        __m256 dy[2];
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) {
+            const BlockQ8_0 *xb = &job->xq[(t0 + j) * job->nb + b];
+            a[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            dy[j] = _mm256_set1_ps(quant_fp16_table[xb->d]);
+        }
+        gemv_prefetch(next, b, block_bytes);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256i w;
+            uint16_t dx;
+            if (is_q4) {
+                const BlockQ4_0 *blk = (const BlockQ4_0 *)rows[i] + b;
+                w = q4_0_nibbles_avx2(blk->qs);
+                dx = blk->d;
+            } else {
+                const BlockQ8_0 *blk = (const BlockQ8_0 *)rows[i] + b;
+                w = _mm256_loadu_si256((const __m256i *)blk->qs);
+                dx = blk->d;
+            }
+            __m256 dxv = _mm256_set1_ps(quant_fp16_table[dx]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++) {
+                __m256i isum = is_q4 ? dot_q4_i8_avx2(w, a[j]) : dot_i8_avx2(w, a[j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dxv, dy[j]), acc[i][j]);
+            }
+        }
+    }
+    store_gemv_sums(job, t0, NT, r, nrows, acc);
+}
+
+TARGET_AVX2 static void gemv_q_avx2(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
+    for (int64_t t = t0; t < t0 + nt; t += 2) {
+        int two = t + 1 < t0 + nt;
+        for (int64_t r = r0; r < r1; r += 4) {
+            int nrows = r1 - r < 4 ? (int)(r1 - r) : 4;
+            if (job->wtype == TYPE_Q4_0) {
+                if (two) gemv_rows_avx2(job, t, 2, r, nrows, 1);
+                else gemv_rows_avx2(job, t, 1, r, nrows, 1);
+            } else {
+                if (two) gemv_rows_avx2(job, t, 2, r, nrows, 0);
+                else gemv_rows_avx2(job, t, 1, r, nrows, 0);
+            }
+        }
+    }
+}
+
+/* res[i] = dot(W row r+i, x[t]) for float weights: four rows share each load of x. */
+TARGET_AVX2 INLINE __m256 load_row8_avx2(const uint8_t *row, int wtype, int64_t k) {
+    if (wtype == TYPE_F32) return _mm256_loadu_ps((const float *)row + k);
+    if (wtype == TYPE_F16) return load_f16x8_avx2((const uint16_t *)row + k);
+    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));  /* bf16 -> f32: the top half of the bits */
+}
+
+TARGET_AVX2 INLINE float row_elem(const uint8_t *row, int wtype, int64_t k) {
+    if (wtype == TYPE_F32) return ((const float *)row)[k];
+    uint16_t h;
+    memcpy(&h, row + 2 * k, 2);
+    if (wtype == TYPE_F16) return fp16_avx2(h);
+    return bf16_to_fp32(h);
+}
+
+TARGET_AVX2 static void dot4_f_avx2(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]) {
+    const float *x = job->x + t * job->n_in;
+    const uint8_t *rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t k = 0;
+    for (; k + 8 <= job->n_in; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k);
+        for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(load_row8_avx2(rows[i], job->wtype, k), xv, acc[i]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) res[i] = hsum_avx2(acc[i]);
+    for (int i = 0; i < nrows; i++)
+        for (int64_t kk = k; kk < job->n_in; kk++) res[i] += row_elem(rows[i], job->wtype, kk) * x[kk];
+}
+
+/* res[j][i] = by_row[i][j]: the tile kernels hold one row's tokens in a vector; the driver wants
+ * the results token by token (out is token-major). */
+static void transpose_tile(float by_row[QTILE_ROWS][32], int ntok, float res[32][QTILE_ROWS]) {
+    for (int j = 0; j < ntok; j++)
+        for (int i = 0; i < QTILE_ROWS; i++) res[j][i] = by_row[i][j];
+}
+
+/* GEMM tile for AVX2. The tile holds signed weight bytes (Q4_0: nibble - 8; Q8_0: as stored) at
+ * tile[(row * nkb + b) * 32 + k] and their fp32 scales at TILE_SCALES(tile)[b * 4 + row]. */
+static float *tile_scales(uint8_t *tile) { return (float *)(tile + QTILE_ROWS * QTILE_MAX_BLOCKS * QK); }
+static const float *tile_scales_c(const uint8_t *tile) {
+    return (const float *)(tile + QTILE_ROWS * QTILE_MAX_BLOCKS * QK);
+}
+
+TARGET_AVX2 static void gemm_unpack_avx2(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb,
+                                         uint8_t *tile) {
+    float *scales = tile_scales(tile);
+    for (int i = 0; i < QTILE_ROWS; i++) {
+        const uint8_t *row = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+        for (int64_t b = 0; b < nkb; b++) {
+            __m256i w = _mm256_setzero_si256();
+            uint16_t d = 0;
+            if (i < nrows && job->wtype == TYPE_Q4_0) {
+                const BlockQ4_0 *blk = (const BlockQ4_0 *)row + kb + b;
+                w = _mm256_sub_epi8(q4_0_nibbles_avx2(blk->qs), _mm256_set1_epi8(8));
+                d = blk->d;
+            } else if (i < nrows) {
+                const BlockQ8_0 *blk = (const BlockQ8_0 *)row + kb + b;
+                w = _mm256_loadu_si256((const __m256i *)blk->qs);
+                d = blk->d;
+            }
+            _mm256_store_si256((__m256i *)(tile + (i * nkb + b) * QK), w);
+            scales[b * QTILE_ROWS + i] = quant_fp16_table[d];
+        }
+    }
+}
+
+/* res[i][j] for 4 rows x 8 tokens (one packed group, G = 8): per block, each 4-byte weight group
+ * broadcast against the 8 tokens' matching 4 bytes; int32 per block, then * dx * dy in float. */
+TARGET_AVX2 static void tile_4x8_avx2(const uint8_t *tile, const uint8_t *act, int64_t nkb, float res[32][QTILE_ROWS],
+                                      int col) {
+    const float *dx = tile_scales_c(tile);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 accf[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nkb; b++) {
+        const uint8_t *rec = act + b * QPACK_RECORD_BYTES(8);
+        __m256i acci[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
+#pragma GCC unroll 8
+        for (int k4 = 0; k4 < 8; k4++) {
+            __m256i a = _mm256_load_si256((const __m256i *)(rec + k4 * 32));
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m256i w = _mm256_set1_epi32(load_i32(tile + (i * nkb + b) * QK + k4 * 4));
+                __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+                acci[i] = _mm256_add_epi32(acci[i], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        __m256 dy = _mm256_load_ps((const float *)(rec + 32 * 8));
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256 d = _mm256_mul_ps(_mm256_set1_ps(dx[b * 4 + i]), dy);
+            accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acci[i]), d, accf[i]);
+        }
+    }
+    float by_row[QTILE_ROWS][32];
+    for (int i = 0; i < 4; i++) _mm256_storeu_ps(by_row[i], accf[i]);
+    transpose_tile(by_row, 8, res + col);
+}
+
+TARGET_AVX2 static void gemm_tile_avx2(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
+                                       float res[32][QTILE_ROWS]) {
+    tile_4x8_avx2(tile, act0, nkb, res, 0);
+    if (act1) tile_4x8_avx2(tile, act1, nkb, res, 8);
+}
+
+TARGET_AVX2 static uint64_t probe_read_avx2(const uint8_t *p, int64_t bytes) {
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int64_t i = 0; i < bytes; i += 256)
+        for (int j = 0; j < 8; j++)
+            acc[j & 3] = _mm256_add_epi64(acc[j & 3], _mm256_load_si256((const __m256i *)(p + i + 32 * j)));
+    __m256i s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+    return (uint64_t)_mm256_extract_epi64(s, 0) + (uint64_t)_mm256_extract_epi64(s, 3);
+}
+
+/* vpmaddubsw + vpaddw into 12 independent int16 accumulators: 32 multiply-adds per pair. */
+TARGET_AVX2 static int64_t probe_int8_avx2(int64_t iters) {
+    volatile char seed = 3;
+    const __m256i a = _mm256_set1_epi8(seed), b = _mm256_set1_epi8((char)(seed - 5));
+    __m256i acc[12];
+    for (int j = 0; j < 12; j++) acc[j] = _mm256_set1_epi16((short)j);
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; j++) acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(a, b));
+        __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[5]));  /* keep the loop from being folded */
+    }
+    __m256i s = acc[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_epi16(s, acc[j]);
+    volatile int sink = _mm256_extract_epi16(s, 0);
+    (void)sink;
+    return iters * 12 * 32;
+}
+
+const QuantKernels quant_kernels_avx2 = {
+    .name = "avx2",
+    .dot_q4_0_q8_0 = vec_dot_q4_0_q8_0_avx2,
+    .dot_q8_0_q8_0 = vec_dot_q8_0_q8_0_avx2,
+    .dot_f16_f32 = vec_dot_f16_f32_avx2,
+    .dot_f32_f32 = vec_dot_f32_f32_avx2,
+    .quantize_q8_0 = quantize_q8_0_avx2,
+    .gemv_q = gemv_q_avx2,
+    .dot4_f = dot4_f_avx2,
+    .gemm_group = 8,
+    .q4_0_offset = 0,
+    .q8_0_offset = 0,
+    .gemm_unpack = gemm_unpack_avx2,
+    .gemm_tile = gemm_tile_avx2,
+    .probe_read = probe_read_avx2,
+    .probe_int8 = probe_int8_avx2,
+};
+
+/* ================================ AVX-512 + VNNI ================================================= */
+
+TARGET_AVX512 INLINE __m256i q4_0_nibbles_avx512(const uint8_t *qs) {
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    __m256i shifted = _mm256_srlv_epi32(q, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
+    return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
+}
+
+TARGET_AVX512 INLINE float fp16_avx512(uint16_t h) { return _cvtsh_ss(h); }
+
+/* Q4_0 x Q8_0: per block (w - 8)·a = w·a - 8·sum(a), both with vpdpbusd (w, 8 unsigned). */
+TARGET_AVX512 float vec_dot_q4_0_q8_0_avx512(int64_t n, const BlockQ4_0 *x, const BlockQ8_0 *y) {
+    const __m256i eights = _mm256_set1_epi8(8), zero = _mm256_setzero_si256();
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i wa = _mm256_dpbusd_epi32(zero, q4_0_nibbles_avx512(x[b].qs), a);
+        __m256i isum = _mm256_sub_epi32(wa, _mm256_dpbusd_epi32(zero, eights, a));
+        __m256 d = _mm256_set1_ps(fp16_avx512(x[b].d) * fp16_avx512(y[b].d));
+        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[b & 1]);
+    }
+    return hsum_avx2(_mm256_add_ps(acc[0], acc[1]));
+}
+
+/* Q8_0 x Q8_0: per block x·y = (x + 128)·y - 128·sum(y). */
+TARGET_AVX512 float vec_dot_q8_0_q8_0_avx512(int64_t n, const BlockQ8_0 *x, const BlockQ8_0 *y) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[b].qs), bias);
+        __m256i isum = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, w, a), _mm256_dpbusd_epi32(zero, bias, a));
+        __m256 d = _mm256_set1_ps(fp16_avx512(x[b].d) * fp16_avx512(y[b].d));
+        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[b & 1]);
+    }
+    return hsum_avx2(_mm256_add_ps(acc[0], acc[1]));
+}
+
+TARGET_AVX512 INLINE __mmask16 tail_mask16(int64_t rem) { return (__mmask16)((1u << rem) - 1); }
+
+/* sum x[i] * y[i]: four 16-wide accumulators; the tail with a masked load. */
+TARGET_AVX512 float vec_dot_f32_f32_avx512(int64_t n, const float *x, const float *y) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * j), _mm512_loadu_ps(y + i + 16 * j), acc[j]);
+    for (; i + 16 <= n; i += 16) acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), acc[0]);
+    if (i < n) {
+        __mmask16 m = tail_mask16(n - i);
+        acc[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), acc[1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+TARGET_AVX512 INLINE __m512 load_f16x16_avx512(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+TARGET_AVX512 float vec_dot_f16_f32_avx512(int64_t n, const uint16_t *x, const float *y) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm512_fmadd_ps(load_f16x16_avx512(x + i + 16 * j), _mm512_loadu_ps(y + i + 16 * j), acc[j]);
+    for (; i + 16 <= n; i += 16) acc[0] = _mm512_fmadd_ps(load_f16x16_avx512(x + i), _mm512_loadu_ps(y + i), acc[0]);
+    if (i < n) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
+        acc[1] = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(m, y + i), acc[1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+/* quantize_row_q8_0_ref 16 floats at a time, byte for byte (as quantize_q8_0_avx2). */
+TARGET_AVX512 static void quantize_q8_0_avx512(const float *x, BlockQ8_0 *y, int32_t *sums, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++) {
+        __m512 v[2] = {_mm512_loadu_ps(x + b * QK), _mm512_loadu_ps(x + b * QK + 16)};
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps());  /* NaN skipped */
+        m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
+        const float amax = _mm512_reduce_max_ps(m);
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = _cvtss_sh(d, 0);
+        __m512i total = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            __m512 p = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
+            __mmask16 in_range = _mm512_cmp_ps_mask(p, _mm512_set1_ps(-127.5f), _CMP_GT_OQ) &
+                                 _mm512_cmp_ps_mask(p, _mm512_set1_ps(127.5f), _CMP_LT_OQ);
+            __m512 c = _mm512_maskz_mov_ps(in_range, p);  /* out of range or NaN -> 0 */
+            __m512i q = _mm512_cvttps_epi32(c);
+            __m512 qf = _mm512_cvtepi32_ps(q);
+            __mmask16 up = _mm512_cmp_ps_mask(c, _mm512_add_ps(qf, _mm512_set1_ps(0.5f)), _CMP_GE_OQ);
+            __mmask16 down = _mm512_cmp_ps_mask(c, _mm512_sub_ps(qf, _mm512_set1_ps(0.5f)), _CMP_LE_OQ);
+            q = _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
+            q = _mm512_mask_sub_epi32(q, down, q, _mm512_set1_epi32(1));
+            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * h), _mm512_cvtepi32_epi8(q));
+            total = _mm512_add_epi32(total, q);
+        }
+        sums[b] = _mm512_reduce_add_epi32(total);
+    }
+}
+
+/* GEMV, one token, 4 rows at a time (prefetching as the AVX2 one). Per block: a = the token's 32
+ * int8, corr = -o * sum(a) in lane 0 (o = 8 for Q4_0 nibbles, 128 for Q8_0 + 128); for each row
+ * vpdpbusd(corr, w, a) leaves 8 lanes that add up to the exact int dot, then
+ * acc += float(lanes) * dx * dy. */
+TARGET_AVX512 INLINE __m256i gemv_weights_avx512(const uint8_t *row, int is_q4, int64_t b, uint16_t *d) {
+    if (is_q4) {
+        const BlockQ4_0 *w = (const BlockQ4_0 *)row + b;
+        *d = w->d;
+        return q4_0_nibbles_avx512(w->qs);
+    }
+    const BlockQ8_0 *w = (const BlockQ8_0 *)row + b;
+    *d = w->d;
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w->qs), _mm256_set1_epi8((char)0x80));
+}
+
+TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, const int NT, int64_t r, int nrows,
+                                           const int is_q4) {
+    const int offset = is_q4 ? 8 : 128;
+    const int64_t block_bytes = is_q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+    const uint8_t *rows[4], *next = gemv_prefetch_base(job, r);
+    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+    __m256 acc[4][QGEMV_MAX_TOKENS];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < job->nb; b++) {
+        __m256i a[QGEMV_MAX_TOKENS], corr[QGEMV_MAX_TOKENS];
+        __m256 dy[QGEMV_MAX_TOKENS];
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) {
+            const BlockQ8_0 *xb = &job->xq[(t0 + j) * job->nb + b];
+            a[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            corr[j] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-offset * job->xsum[(t0 + j) * job->nb + b]));
+            dy[j] = _mm256_set1_ps(quant_fp16_table[xb->d]);
+        }
+        gemv_prefetch(next, b, block_bytes);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            uint16_t dx;
+            __m256i w = gemv_weights_avx512(rows[i], is_q4, b, &dx);
+            __m256 dxv = _mm256_set1_ps(quant_fp16_table[dx]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++) {
+                __m256 isum = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(corr[j], w, a[j]));
+                acc[i][j] = _mm256_fmadd_ps(isum, _mm256_mul_ps(dxv, dy[j]), acc[i][j]);
+            }
+        }
+    }
+    store_gemv_sums(job, t0, NT, r, nrows, acc);
+}
+
+TARGET_AVX512 static void gemv_q_avx512(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nrows = r1 - r < 4 ? (int)(r1 - r) : 4, q4 = job->wtype == TYPE_Q4_0;
+        switch (nt) {  /* each case a copy specialized for its token count */
+        case 1: q4 ? gemv_rows_avx512(job, t0, 1, r, nrows, 1) : gemv_rows_avx512(job, t0, 1, r, nrows, 0); break;
+        case 2: q4 ? gemv_rows_avx512(job, t0, 2, r, nrows, 1) : gemv_rows_avx512(job, t0, 2, r, nrows, 0); break;
+        case 3: q4 ? gemv_rows_avx512(job, t0, 3, r, nrows, 1) : gemv_rows_avx512(job, t0, 3, r, nrows, 0); break;
+        default: q4 ? gemv_rows_avx512(job, t0, 4, r, nrows, 1) : gemv_rows_avx512(job, t0, 4, r, nrows, 0); break;
+        }
+    }
+}
+
+TARGET_AVX512 INLINE __m512 load_row16_avx512(const uint8_t *row, int wtype, int64_t k) {
+    if (wtype == TYPE_F32) return _mm512_loadu_ps((const float *)row + k);
+    if (wtype == TYPE_F16) return load_f16x16_avx512((const uint16_t *)row + k);
+    __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));  /* bf16 -> f32 */
+}
+
+TARGET_AVX512 static void dot4_f_avx512(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]) {
+    const float *x = job->x + t * job->n_in;
+    const uint8_t *rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t k = 0;
+    for (; k + 16 <= job->n_in; k += 16) {
+        __m512 xv = _mm512_loadu_ps(x + k);
+        for (int i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(load_row16_avx512(rows[i], job->wtype, k), xv, acc[i]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) res[i] = _mm512_reduce_add_ps(acc[i]);
+    for (int i = 0; i < nrows; i++)
+        for (int64_t kk = k; kk < job->n_in; kk++) res[i] += row_elem(rows[i], job->wtype, kk) * x[kk];
+}
+
+/* GEMM tile for AVX-512: unsigned weight bytes (Q4_0: nibble; Q8_0: q + 128) at
+ * tile[(row * nkb + b) * 32 + k], fp32 scales at tile_scales(tile)[b * 4 + row]. */
+TARGET_AVX512 INLINE void unpack_rows_avx512(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb,
+                                             uint8_t *tile, const int is_q4) {
+    float *scales = tile_scales(tile);
+    for (int i = 0; i < QTILE_ROWS; i++) {
+        const uint8_t *row = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+        for (int64_t b = 0; b < nkb; b++) {
+            uint16_t d = 0;
+            __m256i w = i < nrows ? gemv_weights_avx512(row, is_q4, kb + b, &d) : _mm256_setzero_si256();
+            _mm256_store_si256((__m256i *)(tile + (i * nkb + b) * QK), w);
+            scales[b * QTILE_ROWS + i] = i < nrows ? quant_fp16_table[d] : 0.0f;
+        }
+    }
+}
+
+TARGET_AVX512 static void gemm_unpack_avx512(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb,
+                                             uint8_t *tile) {
+    if (job->wtype == TYPE_Q4_0) unpack_rows_avx512(job, r, nrows, kb, nkb, tile, 1);
+    else unpack_rows_avx512(job, r, nrows, kb, nkb, tile, 0);
+}
+
+/* res[i][j] for 4 rows x (16 * NG) tokens (NG packed groups of G = 16). Per block and group: the
+ * int32 accumulators start at the group's corr (-o * sum(a)), then for each of the 8 four-byte
+ * weight groups k4, vpdpbusd(broadcast 4 weight bytes of row i, the 16 tokens' 4 bytes) adds
+ * 4 products per token; finally acc += float(int) * dx[i] * dy[token]. Lane j = token j. */
+TARGET_AVX512 INLINE void tile_avx512(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
+                                      float res[32][QTILE_ROWS], const int NG) {
+    const float *dx = tile_scales_c(tile);
+    const uint8_t *acts[2] = {act0, act1};
+    __m512 accf[4][2];
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < NG; v++) accf[i][v] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nkb; b++) {
+        __m512i acci[4][2];
+#pragma GCC unroll 2
+        for (int v = 0; v < NG; v++) {
+            __m512i corr = _mm512_load_si512(acts[v] + b * QPACK_RECORD_BYTES(16) + 36 * 16);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) acci[i][v] = corr;
+        }
+#pragma GCC unroll 8
+        for (int k4 = 0; k4 < 8; k4++) {
+            __m512i a[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < NG; v++) a[v] = _mm512_load_si512(acts[v] + b * QPACK_RECORD_BYTES(16) + k4 * 64);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m512i w = _mm512_set1_epi32(load_i32(tile + (i * nkb + b) * QK + k4 * 4));
+#pragma GCC unroll 2
+                for (int v = 0; v < NG; v++) acci[i][v] = _mm512_dpbusd_epi32(acci[i][v], w, a[v]);
+            }
+        }
+        __m512 dy[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < NG; v++) dy[v] = _mm512_load_ps(acts[v] + b * QPACK_RECORD_BYTES(16) + 32 * 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m512 dxi = _mm512_set1_ps(dx[b * 4 + i]);
+#pragma GCC unroll 2
+            for (int v = 0; v < NG; v++)
+                accf[i][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acci[i][v]), _mm512_mul_ps(dxi, dy[v]), accf[i][v]);
+        }
+    }
+    float by_row[QTILE_ROWS][32];
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < NG; v++) _mm512_storeu_ps(&by_row[i][16 * v], accf[i][v]);
+    transpose_tile(by_row, 16 * NG, res);
+}
+
+TARGET_AVX512 static void gemm_tile_avx512(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
+                                           float res[32][QTILE_ROWS]) {
+    if (act1) tile_avx512(tile, act0, act1, nkb, res, 2);
+    else tile_avx512(tile, act0, act0, nkb, res, 1);
+}
+
+TARGET_AVX512 static uint64_t probe_read_avx512(const uint8_t *p, int64_t bytes) {
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int64_t i = 0; i < bytes; i += 256)
+        for (int j = 0; j < 4; j++) acc[j] = _mm512_add_epi64(acc[j], _mm512_load_si512(p + i + 64 * j));
+    __m512i s = _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]));
+    return (uint64_t)_mm512_reduce_add_epi64(s);
+}
+
+/* vpdpbusd zmm into 16 independent accumulators: 64 multiply-adds each. */
+TARGET_AVX512 static int64_t probe_int8_avx512(int64_t iters) {
+    volatile char seed = 3;
+    const __m512i a = _mm512_set1_epi8(seed), b = _mm512_set1_epi8((char)(seed - 5));
+    __m512i acc[16];
+    for (int j = 0; j < 16; j++) acc[j] = _mm512_set1_epi32(j);
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+    }
+    __m512i s = acc[0];
+    for (int j = 1; j < 16; j++) s = _mm512_add_epi32(s, acc[j]);
+    volatile int sink = _mm512_reduce_add_epi32(s);
+    (void)sink;
+    return iters * 16 * 64;
+}
+
+const QuantKernels quant_kernels_avx512 = {
+    .name = "avx512",
+    .dot_q4_0_q8_0 = vec_dot_q4_0_q8_0_avx512,
+    .dot_q8_0_q8_0 = vec_dot_q8_0_q8_0_avx512,
+    .dot_f16_f32 = vec_dot_f16_f32_avx512,
+    .dot_f32_f32 = vec_dot_f32_f32_avx512,
+    .quantize_q8_0 = quantize_q8_0_avx512,
+    .gemv_q = gemv_q_avx512,
+    .dot4_f = dot4_f_avx512,
+    .gemm_group = 16,
+    .q4_0_offset = 8,
+    .q8_0_offset = 128,
+    .gemm_unpack = gemm_unpack_avx512,
+    .gemm_tile = gemm_tile_avx512,
+    .probe_read = probe_read_avx512,
+    .probe_int8 = probe_int8_avx512,
+};
+
+#endif /* x86 */
