@@ -141,7 +141,8 @@ typedef struct {
 static const Suite suites[] = {
     {"util", suite_util},       {"gguf", suite_gguf},       {"quant", suite_quant}, {"tokenizer", suite_tokenizer},
     {"llm", suite_llm},         {"convert", suite_convert}, {"image", suite_image},
-    {"tile", suite_tile},       {"vit", suite_vit},     {"cli", suite_cli},
+    {"tile", suite_tile},       {"vit", suite_vit},     {"hfio", suite_hfio},
+    {"cli", suite_cli},
 };
 
 int main(int argc, char **argv) {

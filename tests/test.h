@@ -56,6 +56,7 @@ SUITE_DECL void suite_convert(void);
 SUITE_DECL void suite_image(void);
 SUITE_DECL void suite_tile(void);
 SUITE_DECL void suite_vit(void);
+SUITE_DECL void suite_hfio(void);
 SUITE_DECL void suite_cli(void);
 
 #endif
