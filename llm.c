@@ -462,6 +462,11 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
         }
         matmul_m(m, s->xb2, &L->w_down, s->hb, T);
         for (int64_t i = 0; i < T * dim; i++) s->x[i] += s->xb2[i];
+        if (m->dump) {
+            char stage[32];
+            snprintf(stage, sizeof stage, "llm_block_%lld", (long long)l);
+            m->dump(m->dump_user, stage, pos0, T, dim, s->x);
+        }
     }
     if (!logits) return;
     /* hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states) */
@@ -505,15 +510,16 @@ static int eval_chunks(Llm *m, const void *src, int64_t n, FillFn fill, float *l
     return 0;
 }
 
+void llm_input_embedding(const Llm *m, int32_t token, float *out) {
+    const LlmConfig *c = &m->config;
+    llm_token_embedding(m, token, out);
+    /* BlueLM: inputs_embeds = self.embed_layer_norm(inputs_embeds) when use_stable_embedding */
+    if (c->has_embd_norm) layernorm(out, out, m->weights.embd_norm_w, m->weights.embd_norm_b, c->dim, c->rms_eps);
+}
+
 static void fill_tokens(Llm *m, const void *src, int64_t i0, int64_t T) {
     const int32_t *tokens = (const int32_t *)src + i0;
-    const LlmConfig *c = &m->config;
-    for (int64_t t = 0; t < T; t++) {
-        float *x = m->state.x + t * c->dim;
-        llm_token_embedding(m, tokens[t], x);
-        /* BlueLM: inputs_embeds = self.embed_layer_norm(inputs_embeds) when use_stable_embedding */
-        if (c->has_embd_norm) layernorm(x, x, m->weights.embd_norm_w, m->weights.embd_norm_b, c->dim, c->rms_eps);
-    }
+    for (int64_t t = 0; t < T; t++) llm_input_embedding(m, tokens[t], m->state.x + t * m->config.dim);
 }
 
 static void fill_embeds(Llm *m, const void *src, int64_t i0, int64_t T) {

@@ -94,6 +94,10 @@ typedef struct {
     int64_t kv_row_bytes;
 } LlmState;
 
+/* Stage outputs for golden dumps: "llm_block_K" (the residual stream after layer K, rows
+ * pos0 .. pos0 + n_rows - 1 of the context, cols = dim). Called once per chunk and layer. */
+typedef void (*LlmDumpFn)(void *user, const char *stage, int64_t pos0, int64_t n_rows, int64_t cols, const float *data);
+
 typedef struct {
     LlmConfig config;
     LlmWeights weights;
@@ -104,6 +108,8 @@ typedef struct {
     ThreadPool *pool;
     const char *path;       /* the GGUF file, for messages (not owned) */
     int64_t weight_bytes;   /* bytes of all weight matrices (read once per decoded token) */
+    LlmDumpFn dump;         /* NULL: no dumps */
+    void *dump_user;
 } Llm;
 
 /* Reads the config and maps the weights of an open `llama` GGUF file (which must stay open while
@@ -121,5 +127,9 @@ void llm_rewind(Llm *m, int64_t n_keep);
 
 /* Writes the embedding of a token (dequantized row of token_embd, before any embedding norm). */
 void llm_token_embedding(const Llm *m, int32_t token, float *out);
+/* The input row a text token contributes: its embedding, then BlueLM's embedding LayerNorm when the
+ * file has one. llm_eval_tokens(t) equals llm_eval_embeds(llm_input_embedding(t)). Image rows
+ * (projector outputs) go to llm_eval_embeds as they are, without that LayerNorm. */
+void llm_input_embedding(const Llm *m, int32_t token, float *out);
 
 #endif

@@ -142,7 +142,7 @@ static const Suite suites[] = {
     {"util", suite_util},       {"gguf", suite_gguf},       {"quant", suite_quant}, {"tokenizer", suite_tokenizer},
     {"llm", suite_llm},         {"convert", suite_convert}, {"image", suite_image},
     {"tile", suite_tile},       {"vit", suite_vit},     {"hfio", suite_hfio},
-    {"dump", suite_dump},    {"cli", suite_cli},
+    {"dump", suite_dump},    {"pipeline", suite_pipeline}, {"cli", suite_cli},
 };
 
 int main(int argc, char **argv) {
