@@ -153,11 +153,16 @@ static int load_llama2c_vocab(const char *path, int32_t n_vocab, Vocab *v, BlvEr
     return 0;
 }
 
-/* A placeholder vocabulary for random-weight models: <unk>, <s>, </s>, 256 byte tokens, then
- * "▁w<N>" pieces, so that any text encodes (by bytes) and any id decodes. */
+/* The chat template's markers (DESIGN.md): the last four ids of a generated vocabulary, as
+ * user-defined tokens, so a template tokenizes the way it would with BlueLM's vocabulary. */
+static const char *template_tokens[4] = {"[|Human|]:", "[|AI|]:", "<im_start>", "<im_end>"};
+
+/* A placeholder vocabulary for random-weight models: <unk>, <s>, </s>, 256 byte tokens, "▁w<N>"
+ * pieces, and the four template markers last, so that any text encodes (by bytes) and any id
+ * decodes. */
 static int synth_vocab(int32_t n_vocab, Vocab *v, BlvError *err) {
     memset(v, 0, sizeof *v);
-    if (n_vocab < 259) return blv_fail(err, "a generated vocabulary needs at least 259 tokens, %d asked", n_vocab);
+    if (n_vocab < 263) return blv_fail(err, "a generated vocabulary needs at least 263 tokens, %d asked", n_vocab);
     v->n = n_vocab;
     v->pieces = calloc((size_t)n_vocab, sizeof(char *));
     v->scores = calloc((size_t)n_vocab, sizeof(float));
@@ -172,13 +177,15 @@ static int synth_vocab(int32_t n_vocab, Vocab *v, BlvError *err) {
         else if (i == 1) snprintf(buf, sizeof buf, "<s>");
         else if (i == 2) snprintf(buf, sizeof buf, "</s>");
         else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3);
+        else if (i >= n_vocab - 4) snprintf(buf, sizeof buf, "%s", template_tokens[i - (n_vocab - 4)]);
         else snprintf(buf, sizeof buf, "\xE2\x96\x81w%d", i);
         v->pieces[i] = strdup(buf);
         if (!v->pieces[i]) {
             vocab_free(v);
             return blv_fail(err, "out of memory for a %d-token vocabulary", n_vocab);
         }
-        v->types[i] = i == 0 ? TOKEN_TYPE_UNKNOWN : i < 3 ? TOKEN_TYPE_CONTROL : i < 259 ? TOKEN_TYPE_BYTE : TOKEN_TYPE_NORMAL;
+        v->types[i] = i == 0 ? TOKEN_TYPE_UNKNOWN : i < 3 ? TOKEN_TYPE_CONTROL : i < 259 ? TOKEN_TYPE_BYTE
+                    : i >= n_vocab - 4 ? TOKEN_TYPE_USER_DEFINED : TOKEN_TYPE_NORMAL;
         v->scores[i] = i < 259 ? 0.0f : -(float)i;
     }
     return 0;

@@ -25,6 +25,7 @@
 #include "image.h"
 #include "quant.h"
 #include "tile.h"
+#include "vit.h"
 
 static const char *main_usage =
     "usage: bluelmv COMMAND [options]\n"
@@ -162,16 +163,21 @@ static const char *convert_usage =
     "      --post-ln        hf-vision: with --all-layers, apply the post-LayerNorm\n";
 
 static const char *gen_usage =
-    "usage: bluelmv gen --preset NAME --llm-only -o OUT.gguf [--type TYPE] [--seed S]\n"
+    "usage: bluelmv gen --preset NAME -o PREFIX [--type TYPE] [--vision-type TYPE] [--seed S]\n"
+    "       bluelmv gen --preset NAME --llm-only -o OUT.gguf [--type TYPE] [--seed S]\n"
     "\n"
-    "Writes a language model with random weights (N(0, 0.02), norms 1) in a preset's shape.\n"
-    "Presets: tiny; bluelm-v-3b (an ILLUSTRATIVE 2.7B shape: BlueLM-3B's real configuration is\n"
-    "unpublished; for speed and memory measurements only).\n"
+    "Writes a model with RANDOM weights (untrained: its output is noise) in a preset's shape:\n"
+    "PREFIX-llm.gguf (language model) and PREFIX-mmproj.gguf (ViT + downsampler + projector).\n"
+    "Presets: tiny (DESIGN.md's test shapes); bluelm-v-3b (an ILLUSTRATIVE 2.7B + 400M shape:\n"
+    "BlueLM-3B's real configuration is unpublished; for speed and memory measurements only).\n"
+    "The vocabulary is a placeholder: <unk> <s> </s>, byte tokens, filler pieces, and the chat\n"
+    "template's [|Human|]: [|AI|]: <im_start> <im_end> as its last four tokens.\n"
     "\n"
     "  --preset NAME        tiny or bluelm-v-3b\n"
-    "  --llm-only           write only the language model (the vision file comes with the vision path)\n"
-    "  -o, --output FILE    the GGUF file to write\n"
-    "  --type TYPE          f32, f16, bf16, q8_0 or q4_0 (default q4_0)\n"
+    "  -o, --output PREFIX  output prefix (with --llm-only: the file)\n"
+    "  --llm-only           write only the language model\n"
+    "  --type TYPE          language model matrices: f32, f16, bf16, q8_0 or q4_0 (default q4_0: the paper's INT4)\n"
+    "  --vision-type TYPE   vision matrices: f32, f16, q8_0 or q4_0 (default q8_0: the paper's INT8)\n"
     "  --seed S             random seed (default 1)\n";
 
 static const char *bench_usage =
@@ -864,7 +870,7 @@ static int cmd_convert(int argc, char **argv) {
 
 static int cmd_gen(int argc, char **argv) {
     const char *cmd = "gen", *out = NULL, *preset_name = NULL;
-    int type = TYPE_Q4_0, llm_only = 0;
+    int type = TYPE_Q4_0, vision_type = TYPE_Q8_0, llm_only = 0;
     long long seed = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -877,6 +883,8 @@ static int cmd_gen(int argc, char **argv) {
             if (!(preset_name = take_value(argc, argv, &i, cmd))) return 2;
         } else if (matches(a, NULL, "--type")) {
             if (weight_type_option(cmd, take_value(argc, argv, &i, cmd), &type)) return 2;
+        } else if (matches(a, NULL, "--vision-type")) {
+            if (weight_type_option(cmd, take_value(argc, argv, &i, cmd), &vision_type)) return 2;
         } else if (matches(a, NULL, "--seed")) {
             if (int_option(cmd, a, take_value(argc, argv, &i, cmd), 0, LLONG_MAX, &seed)) return 2;
         } else if (matches(a, NULL, "--llm-only")) {
@@ -888,14 +896,22 @@ static int cmd_gen(int argc, char **argv) {
     if (!preset_name) return usage_error(cmd, "no preset given (--preset tiny|bluelm-v-3b)");
     const LlmPreset *p = llm_preset_find(preset_name);
     if (!p) return usage_error(cmd, "unknown preset '%s' (tiny, bluelm-v-3b)", preset_name);
-    if (!llm_only)
-        return usage_error(cmd, "only --llm-only is available in this version (the vision side is not written yet)");
-    if (!out) return usage_error(cmd, "no output file given (-o OUT.gguf)");
+    if (!out) return usage_error(cmd, "no output given (-o PREFIX)");
     fprintf(stderr, "preset %s\n", p->label);
     BlvError err;
     double t0 = blv_now();
-    if (generate_llm_preset(p, (uint64_t)seed, type, out, 1, &err) != 0) return fail(&err);
-    fprintf(stderr, "wrote %s (%s) in %.1f s\n", out, type_name(type), blv_now() - t0);
+    char llm_path[4096], vision_path[4096];
+    snprintf(llm_path, sizeof llm_path, llm_only ? "%s" : "%s-llm.gguf", out);
+    snprintf(vision_path, sizeof vision_path, "%s-mmproj.gguf", out);
+    if (generate_llm_preset(p, (uint64_t)seed, type, llm_path, 1, &err) != 0) return fail(&err);
+    fprintf(stderr, "wrote %s (%s) in %.1f s\n", llm_path, type_name(type), blv_now() - t0);
+    if (llm_only) return 0;
+    VitShape shape;
+    if (vit_shape_preset(preset_name, &shape, &err) != 0) return fail(&err);
+    t0 = blv_now();
+    fprintf(stderr, "writing %s ...\n", vision_path);
+    if (vit_write_random(vision_path, &shape, vision_type, (uint64_t)seed + 1, &err) != 0) return fail(&err);
+    fprintf(stderr, "wrote %s (%s) in %.1f s\n", vision_path, type_name(vision_type), blv_now() - t0);
     return 0;
 }
 
