@@ -44,11 +44,12 @@ $(BUILD)/bluelmv: $(BUILD)/main.o $(BUILD)/libbluelmv.a
 $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libbluelmv.a
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
+# Copied by rename, so a running ./bluelmv (a long benchmark) does not block the build.
 bluelmv: $(BUILD)/bluelmv
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 libbluelmv.a: $(BUILD)/libbluelmv.a
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 test: bluelmv $(BUILD)/run_tests
 	$(BUILD)/run_tests

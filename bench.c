@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bluelmv.h"
+#include "image.h"
 #include "quant.h"
 
 BenchOptions bench_default_options(void) {
@@ -26,6 +27,8 @@ BenchOptions bench_default_options(void) {
     o.prompt_tokens = 128;
     o.tg_tokens = 32;
     o.kv_type = -1;
+    o.image_w = 768;
+    o.image_h = 1536;
     return o;
 }
 
@@ -40,6 +43,19 @@ static double median(double *v, int n) {
 }
 
 static int64_t matrix_elems(const Matrix *m) { return m->rows * m->cols; }
+
+/* The machine's limits, medians of 5 probes: read bandwidth over a 256 MiB buffer (8x the largest
+ * L3 we expect) and the int8 dot-product peak, on all of the pool's threads. */
+static void probe_limits(ThreadPool *pool, double *bandwidth, double *peak) {
+    fprintf(stderr, "bench: probing read bandwidth and int8 peak...\n");
+    double bw_runs[5], peak_runs[5];
+    for (int r = 0; r < 5; r++) {
+        bw_runs[r] = probe_read_bandwidth(pool, (int64_t)256 << 20);
+        peak_runs[r] = probe_int8_peak(pool);
+    }
+    *bandwidth = median(bw_runs, 5);
+    *peak = median(peak_runs, 5);
+}
 
 /* Multiply-add operations (×2) of a prefill of T tokens: every layer matrix for every token, the
  * output layer for the last token only, and causal attention (q·k and a·v over the prefix). */
@@ -63,7 +79,10 @@ static void fill_tokens(int32_t *ids, int64_t n, int64_t vocab, uint64_t *state)
     ids[0] = 1;
 }
 
+int bench_multimodal(const BenchOptions *o, BlvError *err);
+
 int bench_run(const BenchOptions *o, BlvError *err) {
+    if (o->mmproj_path) return bench_multimodal(o, err);
     BluelmvParams params = bluelmv_default_params();
     params.model_path = o->model_path;
     params.n_threads = o->n_threads;
@@ -91,13 +110,6 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     }
     ThreadPool *pool = m->pool;
     fprintf(stderr, "bench: %s, %d threads, kernels %s\n", o->model_path, threadpool_size(pool), quant_kernel_name());
-    fprintf(stderr, "bench: probing read bandwidth and int8 peak...\n");
-    double bw_runs[5], peak_runs[5];
-    for (int r = 0; r < 5; r++) {
-        bw_runs[r] = probe_read_bandwidth(pool, (int64_t)1 << 30);
-        peak_runs[r] = probe_int8_peak(pool);
-    }
-    double bandwidth = median(bw_runs, 5), peak = median(peak_runs, 5);
 
     uint64_t rng = 42;
     int rc = 0;
@@ -119,13 +131,16 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         tg[r] = (double)(o->tg_tokens - 1) / (blv_now() - t0);
     }
     if (isatty(2)) fprintf(stderr, "\n");
+    /* peak RSS before the probes, whose buffer would otherwise count */
+    double rss = (double)blv_peak_rss_bytes() / 1e9;
+    double bandwidth, peak;
+    probe_limits(pool, &bandwidth, &peak);
     if (rc == 0) {
         double tg_med = median(tg, o->reps), pp_med = median(pp, o->reps);
         double gb_per_token = (double)m->weight_bytes / 1e9;
         double tg_fraction = gb_per_token * tg_med / bandwidth;
         double pp_gops = prefill_ops(m, o->prompt_tokens) / 1e9 * pp_med / (double)o->prompt_tokens;
         double pp_fraction = pp_gops / peak;
-        double rss = (double)blv_peak_rss_bytes() / 1e9;
         if (o->json) {
             printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"load_s\": %.3f, "
                    "\"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, \"weight_gb\": %.4f, "
@@ -149,5 +164,201 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     free(tg);
     free(pp);
     bluelmv_free(b);
+    return rc;
+}
+
+/* ---- the multimodal benchmark: the paper's Table 5 on this machine ------------------------------ */
+
+/* A synthetic test image (smooth gradients with some texture) written as PPM, for --size. */
+static int write_synthetic_image(const char *path, int w, int h, BlvError *err) {
+    Image img = {w, h, malloc((size_t)w * (size_t)h * 3)};
+    if (!img.rgb) return blv_fail(err, "out of memory for a %dx%d image", w, h);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = img.rgb + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            p[0] = (uint8_t)(255 * x / (w > 1 ? w - 1 : 1));
+            p[1] = (uint8_t)(255 * y / (h > 1 ? h - 1 : 1));
+            p[2] = (uint8_t)((x * 7 + y * 13) & 255);
+        }
+    int rc = image_write_ppm(&img, path, err);
+    free(img.rgb);
+    return rc;
+}
+
+/* A query whose template fills the input to `target` rows together with the image tokens. */
+static char *padding_query(Bluelmv *b, int64_t image_tokens, int64_t target, BlvError *err) {
+    const char *tpl = bluelmv_chat_template(b);
+    int64_t words = 0, lo = 0, hi = target * 4 + 16;
+    char *q = NULL;
+    /* binary search on the number of " a" repetitions */
+    while (lo < hi) {
+        words = (lo + hi + 1) / 2;
+        free(q);
+        q = malloc((size_t)words * 2 + 1);
+        if (!q) {
+            blv_fail(err, "out of memory");
+            return NULL;
+        }
+        for (int64_t i = 0; i < words; i++) memcpy(q + 2 * i, " a", 2);
+        q[2 * words] = 0;
+        size_t tl = strlen(tpl) + strlen(q) + 1;
+        char *text = malloc(tl);
+        snprintf(text, tl, "%s%s", tpl, q);
+        int64_t n = bluelmv_tokenize(b, text, 1, NULL, 0, err);
+        free(text);
+        if (n + image_tokens <= target) lo = words;
+        else hi = words - 1;
+    }
+    free(q);
+    q = malloc((size_t)lo * 2 + 1);
+    for (int64_t i = 0; q && i < lo; i++) memcpy(q + 2 * i, " a", 2);
+    if (q) q[2 * lo] = 0;
+    return q;
+}
+
+typedef struct {
+    double prefill_s, decode_tok_s, ttft_s;
+    int64_t n_input;
+} TurnResult;
+
+/* One question about the already-encoded image: prefill of the whole input, then tg tokens. */
+static int bench_turn(Bluelmv *b, BluelmvImage *img, const char *query, int64_t tg, TurnResult *r, BlvError *err) {
+    BluelmvSampler greedy = {0, 0, 1, 1};
+    BluelmvStats st;
+    bluelmv_chat_reset(b);
+    if (bluelmv_chat(b, query, &img, 1, tg, &greedy, NULL, NULL, &st, err) != 0) return -1;
+    r->prefill_s = st.prefill_seconds;
+    r->decode_tok_s = st.n_generated > 1 ? (double)(st.n_generated - 1) / st.decode_seconds : 0;
+    r->ttft_s = st.first_token_seconds;
+    r->n_input = st.n_prompt;
+    return 0;
+}
+
+int bench_multimodal(const BenchOptions *o, BlvError *err) {
+    char synthetic[256] = "";
+    const char *image = o->image_path;
+    if (!image) {
+        snprintf(synthetic, sizeof synthetic, "/tmp/bluelmv-bench-%d.ppm", (int)getpid());
+        if (write_synthetic_image(synthetic, o->image_w, o->image_h, err) != 0) return -1;
+        image = synthetic;
+    }
+    int rc = -1;
+    BluelmvParams params = bluelmv_default_params();
+    params.model_path = o->model_path;
+    params.mmproj_path = o->mmproj_path;
+    params.n_threads = o->n_threads;
+    params.kv_type = o->kv_type;
+    params.n_ctx = o->prompt_tokens + o->tg_tokens + 8;
+    BluelmvImage **imgs = NULL;
+    char *query = NULL;
+    Bluelmv *b = NULL;
+
+    fprintf(stderr, "bench: loading %s and %s (%d threads)\n", o->model_path, o->mmproj_path, o->n_threads);
+    double t0 = blv_now();
+    if (!(b = bluelmv_load(&params, err))) goto done;
+    double load_s = blv_now() - t0;
+    Llm *m = bluelmv_llm(b);
+    double vit_gb = (double)bluelmv_vit(b)->weight_bytes / 1e9;
+    int vit_batch = (int)bluelmv_vit(b)->batch;
+
+    /* Table 5: encode (decoupled: the ViT is released afterwards), then the whole input, then decode */
+    fprintf(stderr, "bench: encoding %s\n", image);
+    BluelmvEncodeJob *job = bluelmv_encode_start(b, &image, 1, err);
+    if (!job || bluelmv_encode_finish(job, &imgs, err) != 0) goto done;
+    BluelmvImage *img = imgs[0];
+    int64_t rss_after_release = blv_current_rss_bytes();
+    if (!(query = padding_query(b, img->n_tokens, o->prompt_tokens, err))) goto done;
+    fprintf(stderr, "bench: prefill + decode\n");
+    TurnResult main_run;
+    if (bench_turn(b, img, query, o->tg_tokens, &main_run, err) != 0) goto done;
+    double peak_rss = (double)blv_peak_rss_bytes() / 1e9;
+    double gb_per_token = (double)m->weight_bytes / 1e9;
+    double ops = prefill_ops(m, main_run.n_input);
+    double bandwidth, peak;
+    probe_limits(m->pool, &bandwidth, &peak);
+    double encode_total = img->decode_s + img->preprocess_s + img->encode_s;
+    if (o->json) {
+        printf("{\"threads\": %d, \"kernels\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, "
+               "\"llm_gb\": %.4f, \"vit_gb\": %.4f, \"load_s\": %.3f, \"grid\": \"%d:%d\", \"vit_inputs\": %lld, "
+               "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, "
+               "\"vit_blocks_s\": %.3f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
+               "\"ttft_s\": %.3f, \"peak_rss_gb\": %.3f}\n",
+               o->n_threads, quant_kernel_name(), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
+               img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
+               img->conv_hidden_s, img->blocks_s, (long long)main_run.n_input, main_run.prefill_s,
+               main_run.decode_tok_s, main_run.ttft_s, peak_rss);
+        rc = 0;
+        goto done;
+    }
+
+    printf("bluelmv bench — the paper's Table 5 setup on this machine (%d threads, kernels %s)\n", o->n_threads,
+           quant_kernel_name());
+    printf("machine limits   read bandwidth %.2f GB/s, int8 peak %.1f GOP/s (probes)\n", bandwidth, peak);
+    printf("models           LLM %.3f GB of matrices, ViT+projector %.3f GB; load %.3f s\n", gb_per_token, vit_gb, load_s);
+    printf("image            %s: %dx%d -> grid %d:%d, %d tiles + %d thumbnail = %lld ViT inputs, %lld image tokens\n",
+           image == synthetic ? "synthetic" : image, img->width, img->height, img->grid_w, img->grid_h, img->n_tiles,
+           img->has_thumbnail, (long long)img->n_images, (long long)img->n_tokens);
+    printf("image encode     %.3f s (decode %.3f, tiles %.3f, ViT %.3f: %d batches of %d; patch embedding %.3f s, "
+           "%.3f s of it hidden behind the blocks; blocks %.3f s = %.3f s per tile; projector %.3f s)\n",
+           encode_total, img->decode_s, img->preprocess_s, img->encode_s, img->n_batches, vit_batch, img->conv_s,
+           img->conv_hidden_s,
+           img->blocks_s, img->blocks_s / (double)img->n_images, img->project_s);
+    printf("LLM prefill      %lld tokens (%lld image) in %.3f s = %.1f tok/s = %.1f GOP/s = %.1f%% of int8 peak\n",
+           (long long)main_run.n_input, (long long)img->n_tokens, main_run.prefill_s,
+           (double)main_run.n_input / main_run.prefill_s, ops / 1e9 / main_run.prefill_s,
+           100.0 * ops / 1e9 / main_run.prefill_s / peak);
+    printf("LLM decode       %.2f tok/s at context %lld = %.1f%% of the read-bandwidth roofline\n", main_run.decode_tok_s,
+           (long long)main_run.n_input, 100.0 * gb_per_token * main_run.decode_tok_s / bandwidth);
+    printf("time to first token  %.3f s after the prompt (prefill); %.3f s including the image encode\n",
+           main_run.ttft_s, main_run.ttft_s + encode_total);
+    printf("memory           peak RSS %.3f GB (ViT released before the LLM ran; RSS right after release %.3f GB)\n",
+           peak_rss, (double)rss_after_release / 1e9);
+    printf("paper (Dimensity 9300 NPU): load 0.47 s, encode 2.06 s, prefill 2.7 s, decode 24.4 tok/s, peak 2.2 GB\n");
+
+    if (!o->no_sweeps) {
+        /* Fig. 8: prefill chunk sweep (t32, t128, t512, whole input) */
+        printf("chunk sweep (Fig. 8):");
+        const int64_t chunks[4] = {32, 128, 512, main_run.n_input};
+        for (int i = 0; i < 4; i++) {
+            BluelmvParams p = params;
+            p.mmproj_path = NULL;
+            p.chunk = chunks[i];
+            fprintf(stderr, "bench: chunk %lld\n", (long long)chunks[i]);
+            Bluelmv *bc = bluelmv_load(&p, err);
+            if (!bc) goto done;
+            TurnResult r;
+            int trc = bench_turn(bc, img, query, o->tg_tokens, &r, err);
+            bluelmv_free(bc);
+            if (trc != 0) goto done;
+            printf("  t%lld: prefill %.3f s, decode %.2f tok/s;", (long long)chunks[i], r.prefill_s, r.decode_tok_s);
+        }
+        printf("\n");
+        /* Fig. 7: ViT batch sweep (1, 2, 4, 6 tiles per batch) */
+        printf("ViT batch sweep (Fig. 7):");
+        const int batches[4] = {1, 2, 4, 6};
+        for (int i = 0; i < 4; i++) {
+            BluelmvParams p = params;
+            p.model_path = NULL;
+            p.vit_batch = batches[i];
+            fprintf(stderr, "bench: ViT batch %d\n", batches[i]);
+            Bluelmv *bv = bluelmv_load(&p, err);
+            if (!bv) goto done;
+            BluelmvImage *e = bluelmv_encode_image(bv, image, err);
+            bluelmv_free(bv);
+            if (!e) goto done;
+            printf("  B=%d: %.3f s (%d batches);", batches[i], e->encode_s, e->n_batches);
+            bluelmv_image_free(e);
+        }
+        printf("\n");
+    }
+    rc = 0;
+done:
+    if (imgs) {
+        bluelmv_image_free(imgs[0]);
+        free(imgs);
+    }
+    free(query);
+    bluelmv_free(b);
+    if (synthetic[0]) remove(synthetic);
     return rc;
 }

@@ -13,6 +13,11 @@ typedef struct {
     int64_t tg_tokens;      /* decoded tokens per repetition (default 32) */
     int kv_type;            /* -1: F16 */
     int json;               /* results as JSON on stdout */
+    /* the multimodal benchmark (the paper's Table 5), when mmproj_path is set */
+    const char *mmproj_path;
+    const char *image_path; /* or a synthetic image of image_w x image_h (default 768x1536) */
+    int image_w, image_h;
+    int no_sweeps;          /* skip the chunk (Fig. 8) and ViT-batch (Fig. 7) sweeps */
 } BenchOptions;
 
 BenchOptions bench_default_options(void);

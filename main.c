@@ -182,11 +182,20 @@ static const char *gen_usage =
 
 static const char *bench_usage =
     "usage: bluelmv bench -m MODEL.gguf [-t THREADS] [--reps N] [--prompt-tokens N] [--kv TYPE]\n"
+    "       bluelmv bench -m MODEL.gguf --mmproj MMPROJ.gguf [--size WxH | --image IMG] [--prompt-tokens N]\n"
     "\n"
-    "Measures, in one run: the machine's read bandwidth and int8 dot-product peak (built-in probes),\n"
-    "decode speed (tg: one token at a time) and prefill speed at N prompt tokens (pp, default 128),\n"
-    "each as a fraction of its limit, and peak RSS. Medians over --reps runs (default 5).\n"
+    "Language model only: measures, in one run, the machine's read bandwidth and int8 dot-product\n"
+    "peak (built-in probes), decode speed (tg: one token at a time) and prefill speed at N prompt\n"
+    "tokens (pp, default 128), each as a fraction of its limit, and peak RSS. Medians over --reps.\n"
+    "With --mmproj: the paper's Table 5 — model load, image encode (patch embedding, ViT per batch,\n"
+    "overlap), prefill of the whole input padded to --prompt-tokens (use 2048), decode tok/s, time to\n"
+    "first token, peak RSS with decoupled encoding — then the chunk sweep of Fig. 8 (t32, t128, t512,\n"
+    "whole) and the ViT batch sweep of Fig. 7 (1, 2, 4, 6). Default image: a synthetic 768x1536.\n"
     "\n"
+    "      --mmproj FILE    vision model: run the multimodal benchmark\n"
+    "      --size WxH       synthetic image size (default 768x1536: grid 2:4, 9 ViT inputs)\n"
+    "      --image FILE     a real image instead\n"
+    "      --no-sweeps      skip the chunk and ViT-batch sweeps\n"
     "  -m, --model FILE     language model GGUF\n"
     "  -t, --threads N      threads (default 2)\n"
     "      --reps N         repetitions per measurement (default 5)\n"
@@ -944,6 +953,20 @@ static int cmd_bench(int argc, char **argv) {
             if (kv_option(cmd, take_value(argc, argv, &i, cmd), &o.kv_type)) return 2;
         } else if (matches(a, NULL, "--json")) {
             o.json = 1;
+        } else if (matches(a, NULL, "--mmproj")) {
+            if (!(o.mmproj_path = take_value(argc, argv, &i, cmd))) return 2;
+        } else if (matches(a, NULL, "--image")) {
+            if (!(o.image_path = take_value(argc, argv, &i, cmd))) return 2;
+        } else if (matches(a, NULL, "--no-sweeps")) {
+            o.no_sweeps = 1;
+        } else if (matches(a, NULL, "--size")) {
+            const char *sz = take_value(argc, argv, &i, cmd);
+            char x;
+            int n = 0;
+            if (!sz) return 2;
+            if (sscanf(sz, "%d%c%d%n", &o.image_w, &x, &o.image_h, &n) != 3 || (x != 'x' && x != 'X') || sz[n] ||
+                o.image_w < 1 || o.image_h < 1 || o.image_w > 16384 || o.image_h > 16384)
+                return usage_error(cmd, "--size expects WIDTHxHEIGHT (at most 16384x16384), got '%s'", sz);
         } else {
             return usage_error(cmd, "unknown option '%s'", a);
         }

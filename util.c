@@ -131,7 +131,10 @@ static void cpu_relax(void) { __asm__ __volatile__("yield"); }
 static void cpu_relax(void) {}
 #endif
 
-enum { SPIN_ITERATIONS = 1 << 16 };  /* roughly a few milliseconds before a worker sleeps */
+/* ~0.1 ms of spinning before a worker sleeps: long enough to bridge the gaps between the matrix
+ * products of one token, short enough not to steal a core from other threads (the conv thread of
+ * the ViT pipeline, or another process) when there are more runnable threads than cores. */
+enum { SPIN_ITERATIONS = 1 << 12 };
 
 struct ThreadPool {
     int n_threads;
