@@ -96,6 +96,7 @@ static int truncated(Inflate *z) {
 
 /* Takes k (<= 32) bits, first bit in the lowest position. */
 static int get_bits(Inflate *z, int k, uint32_t *v) {
+    *v = 0;
     if (z->bitcount < k) refill(z);
     if (z->bitcount < k) return truncated(z);
     *v = (uint32_t)(z->bitbuf & ((1ull << k) - 1));
@@ -153,6 +154,7 @@ static int huff_build(Huffman *h, const uint8_t *lengths, int n, HuffKind kind, 
 
 /* Decodes one symbol. */
 static int huff_decode(Inflate *z, const Huffman *h, int *symbol) {
+    *symbol = 0;
     if (z->bitcount < MAX_CODE_BITS) refill(z);
     uint16_t e = h->fast[z->bitbuf & ((1u << FAST_BITS) - 1)];
     int len = e >> 9;
@@ -206,7 +208,7 @@ static int inflate_codes(Inflate *z, const Huffman *lit, const Huffman *dist) {
         if (sym == 256) return 0;
         sym -= 257;
         if (sym >= 29) return blv_fail(z->err, "%s: invalid length code %d", z->what, sym + 257);
-        uint32_t extra, dextra;
+        uint32_t extra = 0, dextra = 0;
         if (get_bits(z, length_extra[sym], &extra) != 0) return -1;
         size_t len = length_base[sym] + extra;
         int dsym;
@@ -643,7 +645,7 @@ int image_decode_png(Image *img, const uint8_t *data, size_t size, const char *n
     memset(&p, 0, sizeof p);
     p.name = name;
     if (size < 8 || memcmp(data, "\x89PNG\r\n\x1a\n", 8) != 0) return blv_fail(err, "%s: not a PNG file", name);
-    size_t idat_first, idat_total, raw_size;
+    size_t idat_first = 0, idat_total = 0, raw_size = 0;
     if (png_read_chunks(&p, data, size, limits, &idat_first, &idat_total, err) != 0) return -1;
     if (png_raw_size(&p, &raw_size, err) != 0) return -1;
     uint8_t *zdata = png_gather_idat(&p, data, idat_first, idat_total, err);
