@@ -76,7 +76,11 @@ plain-cc:
 clean:
 	rm -rf build bluelmv libbluelmv.a
 
-# The newcomer's first command: convert the bundled llama2.c model and generate its story.
+# The newcomer's first command: the bundled models. stories260K is a real (tiny) trained model;
+# the multimodal `tiny` model has RANDOM weights (its answer is noise), it shows the pipeline.
 demo: bluelmv
 	./bluelmv convert llama2c tests/data/stories260K/stories260K.bin tests/data/stories260K/tok512.bin -o build/stories260K.gguf
 	./bluelmv generate -m build/stories260K.gguf --temp 0 -n 200
+	@echo "== the multimodal pipeline on the bundled tiny model (RANDOM weights: the answer is noise)"
+	./bluelmv run -m tests/data/e2e/tiny_llm.gguf --mmproj tests/data/e2e/tiny_mmproj.gguf \
+	    --image tests/data/e2e/receipt_150x90.png -p "What is in the picture?" --temp 0 -n 24
