@@ -315,13 +315,15 @@ static void gemv_q_ref(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int
     }
 }
 
-static void dot4_f_ref(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]) {
-    const float *x = job->x + t * job->n_in;
-    for (int i = 0; i < nrows; i++) {
-        const void *w = job->W + (r + i) * job->row_bytes;
-        if (job->wtype == TYPE_F32) res[i] = vec_dot_f32_f32_ref(job->n_in, w, x);
-        else if (job->wtype == TYPE_F16) res[i] = vec_dot_f16_f32_ref(job->n_in, w, x);
-        else res[i] = dot_bf16_f32_ref(job->n_in, w, x);
+static void float_tile_ref(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows, float res[4][4]) {
+    for (int j = 0; j < ntok; j++) {
+        const float *x = job->x + (t + j) * job->n_in;
+        for (int i = 0; i < nrows; i++) {
+            const void *w = job->W + (r + i) * job->row_bytes;
+            if (job->wtype == TYPE_F32) res[j][i] = vec_dot_f32_f32_ref(job->n_in, w, x);
+            else if (job->wtype == TYPE_F16) res[j][i] = vec_dot_f16_f32_ref(job->n_in, w, x);
+            else res[j][i] = dot_bf16_f32_ref(job->n_in, w, x);
+        }
     }
 }
 
@@ -360,7 +362,7 @@ const QuantKernels quant_kernels_ref = {
     .dot_f32_f32 = vec_dot_f32_f32_ref,
     .quantize_q8_0 = quantize_q8_0_ref,
     .gemv_q = gemv_q_ref,
-    .dot4_f = dot4_f_ref,
+    .float_tile = float_tile_ref,
     .gemm_group = 0,  /* no GEMM tile kernel: T > 1 runs the GEMV for each token */
     .probe_read = probe_read_ref,
     .probe_int8 = probe_int8_ref,
@@ -645,21 +647,22 @@ static void gemm_task(void *p, int ith, int nth) {
     }
 }
 
-/* Float weights: 4 rows at a time against each token of a block of tokens (the 4 rows stay in
- * cache while the tokens go by). */
+/* Float weights: tiles of 4 rows x 4 tokens, over blocks of tokens whose activations stay in L2
+ * while the thread's rows go by. */
 static void float_task(void *p, int ith, int nth) {
     const MatmulTask *task = p;
     const MatmulJob *job = &task->job;
     int64_t r0, r1;
     split_range(job->n_out, ith, nth, 16, &r0, &r1);
-    int64_t token_block = job->n_in > 0 ? 1 + 32768 / job->n_in : 1;  /* ~128 KiB of activations */
+    int64_t token_block = 4 * (1 + 65536 / (4 * (job->n_in + 1)));  /* ~256 KiB of activations */
     for (int64_t tb = 0; tb < job->T; tb += token_block) {
         for (int64_t r = r0; r < r1; r += 4) {
             int nrows = (int)min64(4, r1 - r);
-            for (int64_t t = tb; t < min64(job->T, tb + token_block); t++) {
-                float res[4];
-                task->k->dot4_f(job, t, r, nrows, res);
-                for (int i = 0; i < nrows; i++) job->out[t * job->n_out + r + i] = res[i];
+            for (int64_t t = tb; t < min64(job->T, tb + token_block); t += 4) {
+                int ntok = (int)min64(4, job->T - t);
+                float res[4][4];
+                task->k->float_tile(job, t, ntok, r, nrows, res);
+                for (int j = 0; j < ntok; j++) memcpy(job->out + (t + j) * job->n_out + r, res[j], (size_t)nrows * sizeof(float));
             }
         }
     }

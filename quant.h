@@ -104,10 +104,13 @@ int quant_force_kernels(const char *name);
  *
  * For Q4_0/Q8_0 weights the activations are first quantized to Q8_0 (quantize_row_q8_0_ref, or a
  * vector version tested to give the same bytes, so every ISA sees the same int8 activations), then
- * multiplied with integer dots. F16 weights use F16×F32,
- * F32 weights F32×F32; BF16 rows are converted to f32 first. When T > 1 the work is done as a
- * matrix-matrix product (weights loaded once for several tokens), not T separate vector products.
- * Threaded over the pool; `scratch` must hold matmul_scratch_bytes(wtype, n_in, T) bytes. */
+ * multiplied with integer dots. F16 and BF16 weights are converted to f32 (exactly) and multiplied
+ * with the f32 activations, as F32 weights are. When T > 1 the work is done as matrix-matrix
+ * products, not T separate vector products: quantized weights go through a GEMV kernel that takes
+ * up to 4 tokens per pass over the weights while T < 7, and a register-blocked GEMM (tiles of
+ * 4 rows x 32 tokens on AVX-512) from T = 7 on; float weights through 4 x 4 tiles.
+ * Threaded over the pool (output rows split between threads); `scratch` must hold
+ * matmul_scratch_bytes(wtype, n_in, T) bytes (0 for F32 and F16 weights: scratch may be NULL). */
 int64_t matmul_scratch_bytes(int wtype, int64_t n_in, int64_t T);
 void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float *x,
             int64_t n_in, int64_t n_out, int64_t T, void *scratch);
@@ -120,8 +123,9 @@ void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_
  * probe_read_bandwidth: GB/s (1e9 bytes/s) of streaming through a `bytes`-long buffer (e.g. 1 GiB,
  * far larger than the caches) with the widest vector loads of the kernel family in use, every
  * thread of the pool reading its own contiguous share; the median of 5 timed passes after one
- * warm-up pass. This is the ceiling for memory-bound work such as the T = 1 matmul (decode).
- * Returns a negative value if the buffer cannot be allocated.
+ * warm-up pass (`bytes` is rounded up to whole 4 KiB pages, at least one per thread). This is the
+ * ceiling for memory-bound work such as the T = 1 matmul (decode). Returns a negative value if the
+ * buffer cannot be allocated.
  *
  * probe_int8_peak: GOP/s (1e9 ops/s, one int8 multiply-add = 2 ops) of the int8 dot-product
  * instruction of the kernel family in use (AVX-512 VNNI vpdpbusd, AVX2 vpmaddubsw + vpaddw, NEON
@@ -144,7 +148,7 @@ typedef struct {
     int64_t n_in, n_out, T;
     int64_t nb;              /* n_in / 32 (quantized weights) */
     const float *x;          /* T rows of n_in floats */
-    BlockQ8_0 *xq;           /* T rows of nb blocks: x quantized with quantize_row_q8_0_ref */
+    BlockQ8_0 *xq;           /* T rows of nb blocks: x quantized (the bytes of quantize_row_q8_0_ref) */
     int32_t *xsum;           /* T rows of nb sums of the 32 int8 values of each xq block */
     uint8_t *packed;         /* activations rearranged for the GEMM tile kernel (QPACK_* below) */
     float *out;              /* T rows of n_out floats */
@@ -178,8 +182,9 @@ typedef struct {
      * weights: the decode GEMV (nt = 1), also used for a few tokens (each weight block is loaded
      * once for the nt tokens). */
     void (*gemv_q)(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1);
-    /* res[i] = dot(W row r+i, x[t]) for i < nrows (<= 4), float weights (f32, f16, bf16). */
-    void (*dot4_f)(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]);
+    /* Float weights (f32, f16, bf16): res[j][i] = dot(W row r+i, x[t+j]) for i < nrows <= 4 and
+     * j < ntok <= 4 (a 4x4 register-blocked tile: each weight load serves four tokens). */
+    void (*float_tile)(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows, float res[4][4]);
     /* GEMM for quantized weights: tokens per packed group, weight offsets (see QPACK above), and
      * a tile = QTILE_ROWS rows x (1 or 2 groups) tokens over nkb blocks:
      * gemm_unpack writes rows [r, r+nrows) x blocks [kb, kb+nkb) into `tile` (QTILE_BYTES, rows past

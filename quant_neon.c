@@ -204,21 +204,50 @@ static inline float row_elem(const uint8_t *row, int wtype, int64_t k) {
     return wtype == TYPE_F16 ? fp16_neon(h) : bf16_to_fp32(h);
 }
 
-/* res[i] = dot(W row r+i, x[t]) for float weights: four rows share each load of x. */
-static void dot4_f_neon(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]) {
-    const float *x = job->x + t * job->n_in;
+/* res[j][i] = dot(W row r+i, x[t+j]), 4 rows x NT tokens (NT = 4, or 1 for a single token) in
+ * accumulators: each weight vector is loaded (and converted) once for NT tokens; the tail one
+ * element at a time. Missing rows and tokens repeat the first (computed, not used). */
+static inline __attribute__((always_inline)) void float_tile_neon_typed(const MatmulJob *job, int64_t t, int ntok,
+                                                                        int64_t r, int nrows, float res[4][4],
+                                                                        const int wtype, const int NT) {
     const uint8_t *rows[4];
+    const float *xs[4];
     for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
-    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
-    int64_t k = 0;
-    for (; k + 4 <= job->n_in; k += 4) {
-        float32x4_t xv = vld1q_f32(x + k);
-        for (int i = 0; i < 4; i++) acc[i] = vfmaq_f32(acc[i], load_row4(rows[i], job->wtype, k), xv);
+    for (int j = 0; j < 4; j++) xs[j] = job->x + (t + (j < ntok ? j : 0)) * job->n_in;
+    const int64_t n = job->n_in, n4 = n / 4 * 4;
+    float32x4_t acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) acc[i][j] = vdupq_n_f32(0.0f);
+    for (int64_t k = 0; k < n4; k += 4) {
+        float32x4_t x[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) x[j] = vld1q_f32(xs[j] + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            float32x4_t w = load_row4(rows[i], wtype, k);
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++) acc[i][j] = vfmaq_f32(acc[i][j], w, x[j]);
+        }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) res[i] = vaddvq_f32(acc[i]);
-    for (int i = 0; i < nrows; i++)
-        for (int64_t kk = k; kk < job->n_in; kk++) res[i] += row_elem(rows[i], job->wtype, kk) * x[kk];
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) {
+            res[j][i] = vaddvq_f32(acc[i][j]);
+            for (int64_t k = n4; k < n; k++) res[j][i] += row_elem(rows[i], wtype, k) * xs[j][k];
+        }
+}
+
+static void float_tile_neon(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows, float res[4][4]) {
+    const int one = ntok == 1;
+    if (job->wtype == TYPE_F32) one ? float_tile_neon_typed(job, t, ntok, r, nrows, res, TYPE_F32, 1)
+                                    : float_tile_neon_typed(job, t, ntok, r, nrows, res, TYPE_F32, 4);
+    else if (job->wtype == TYPE_F16) one ? float_tile_neon_typed(job, t, ntok, r, nrows, res, TYPE_F16, 1)
+                                         : float_tile_neon_typed(job, t, ntok, r, nrows, res, TYPE_F16, 4);
+    else one ? float_tile_neon_typed(job, t, ntok, r, nrows, res, TYPE_BF16, 1)
+             : float_tile_neon_typed(job, t, ntok, r, nrows, res, TYPE_BF16, 4);
 }
 
 /* GEMM tile: signed weight bytes at tile[(row * nkb + b) * 32 + k], fp32 scales after the weights
@@ -335,7 +364,7 @@ const QuantKernels quant_kernels_neon = {
     .dot_f32_f32 = vec_dot_f32_f32_neon,
     .quantize_q8_0 = quantize_q8_0_neon,
     .gemv_q = gemv_q_neon,
-    .dot4_f = dot4_f_neon,
+    .float_tile = float_tile_neon,
     .gemm_group = 4,
     .q4_0_offset = 0,
     .q8_0_offset = 0,

@@ -212,11 +212,11 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
                 w = _mm256_loadu_si256((const __m256i *)blk->qs);
                 dx = blk->d;
             }
-            __m256 dxv = _mm256_set1_ps(quant_fp16_table[dx]);
+            const float dxf = quant_fp16_table[dx];
 #pragma GCC unroll 4
-            for (int j = 0; j < NT; j++) {
+            for (int j = 0; j < NT; j++) {  /* (isum * dy) * dx */
                 __m256i isum = is_q4 ? dot_q4_i8_avx2(w, a[j]) : dot_i8_avx2(w, a[j]);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dxv, dy[j]), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), dy[j]), _mm256_set1_ps(dxf), acc[i][j]);
             }
         }
     }
@@ -239,7 +239,7 @@ TARGET_AVX2 static void gemv_q_avx2(const MatmulJob *job, int64_t t0, int nt, in
     }
 }
 
-/* res[i] = dot(W row r+i, x[t]) for float weights: four rows share each load of x. */
+/* Eight f32 values of a float-typed row (f32, f16 or bf16) from element k on. */
 TARGET_AVX2 INLINE __m256 load_row8_avx2(const uint8_t *row, int wtype, int64_t k) {
     if (wtype == TYPE_F32) return _mm256_loadu_ps((const float *)row + k);
     if (wtype == TYPE_F16) return load_f16x8_avx2((const uint16_t *)row + k);
@@ -255,20 +255,49 @@ TARGET_AVX2 INLINE float row_elem(const uint8_t *row, int wtype, int64_t k) {
     return bf16_to_fp32(h);
 }
 
-TARGET_AVX2 static void dot4_f_avx2(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]) {
-    const float *x = job->x + t * job->n_in;
-    const uint8_t *rows[4];
+/* The 4 weight rows and 4 activation rows of a float tile; missing ones repeat the first (their
+ * results are computed and not used), so that the kernels always run the full 4 x 4 shape. */
+static void float_tile_rows(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows, const uint8_t *rows[4],
+                            const float *xs[4]) {
     for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t k = 0;
-    for (; k + 8 <= job->n_in; k += 8) {
-        __m256 xv = _mm256_loadu_ps(x + k);
-        for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(load_row8_avx2(rows[i], job->wtype, k), xv, acc[i]);
-    }
+    for (int j = 0; j < 4; j++) xs[j] = job->x + (t + (j < ntok ? j : 0)) * job->n_in;
+}
+
+/* res[j][i] = dot(W row r+i, x[t+j]), 4 rows x 2 tokens per pass (16 ymm registers): each weight
+ * vector is loaded (and converted) once for two tokens; the tail one element at a time. */
+TARGET_AVX2 INLINE void float_tile_avx2_typed(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows,
+                                              float res[4][4], const int wtype) {
+    const uint8_t *rows[4];
+    const float *xs[4];
+    float_tile_rows(job, t, ntok, r, nrows, rows, xs);
+    const int64_t n = job->n_in, n8 = n / 8 * 8;
+    for (int j0 = 0; j0 < ntok; j0 += 2) {
+        __m256 acc[4][2];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) res[i] = hsum_avx2(acc[i]);
-    for (int i = 0; i < nrows; i++)
-        for (int64_t kk = k; kk < job->n_in; kk++) res[i] += row_elem(rows[i], job->wtype, kk) * x[kk];
+        for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < n8; k += 8) {
+            __m256 x0 = _mm256_loadu_ps(xs[j0] + k), x1 = _mm256_loadu_ps(xs[j0 + 1] + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m256 w = load_row8_avx2(rows[i], wtype, k);
+                acc[i][0] = _mm256_fmadd_ps(w, x0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(w, x1, acc[i][1]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+#pragma GCC unroll 2
+            for (int j = 0; j < 2; j++) {
+                res[j0 + j][i] = hsum_avx2(acc[i][j]);
+                for (int64_t k = n8; k < n; k++) res[j0 + j][i] += row_elem(rows[i], wtype, k) * xs[j0 + j][k];
+            }
+    }
+}
+
+TARGET_AVX2 static void float_tile_avx2(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows, float res[4][4]) {
+    if (job->wtype == TYPE_F32) float_tile_avx2_typed(job, t, ntok, r, nrows, res, TYPE_F32);
+    else if (job->wtype == TYPE_F16) float_tile_avx2_typed(job, t, ntok, r, nrows, res, TYPE_F16);
+    else float_tile_avx2_typed(job, t, ntok, r, nrows, res, TYPE_BF16);
 }
 
 /* res[j][i] = by_row[i][j]: the tile kernels hold one row's tokens in a vector; the driver wants
@@ -279,7 +308,7 @@ static void transpose_tile(float by_row[QTILE_ROWS][32], int ntok, float res[32]
 }
 
 /* GEMM tile for AVX2. The tile holds signed weight bytes (Q4_0: nibble - 8; Q8_0: as stored) at
- * tile[(row * nkb + b) * 32 + k] and their fp32 scales at TILE_SCALES(tile)[b * 4 + row]. */
+ * tile[(row * nkb + b) * 32 + k] and their fp32 scales at tile_scales(tile)[b * 4 + row]. */
 static float *tile_scales(uint8_t *tile) { return (float *)(tile + QTILE_ROWS * QTILE_MAX_BLOCKS * QK); }
 static const float *tile_scales_c(const uint8_t *tile) {
     return (const float *)(tile + QTILE_ROWS * QTILE_MAX_BLOCKS * QK);
@@ -382,7 +411,7 @@ const QuantKernels quant_kernels_avx2 = {
     .dot_f32_f32 = vec_dot_f32_f32_avx2,
     .quantize_q8_0 = quantize_q8_0_avx2,
     .gemv_q = gemv_q_avx2,
-    .dot4_f = dot4_f_avx2,
+    .float_tile = float_tile_avx2,
     .gemm_group = 8,
     .q4_0_offset = 0,
     .q8_0_offset = 0,
@@ -535,11 +564,11 @@ TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, con
         for (int i = 0; i < 4; i++) {
             uint16_t dx;
             __m256i w = gemv_weights_avx512(rows[i], is_q4, b, &dx);
-            __m256 dxv = _mm256_set1_ps(quant_fp16_table[dx]);
+            const float dxf = quant_fp16_table[dx];
 #pragma GCC unroll 4
-            for (int j = 0; j < NT; j++) {
+            for (int j = 0; j < NT; j++) {  /* (isum * dy) * dx: dx a broadcast memory operand of the fma */
                 __m256 isum = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(corr[j], w, a[j]));
-                acc[i][j] = _mm256_fmadd_ps(isum, _mm256_mul_ps(dxv, dy[j]), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(isum, dy[j]), _mm256_set1_ps(dxf), acc[i][j]);
             }
         }
     }
@@ -565,20 +594,55 @@ TARGET_AVX512 INLINE __m512 load_row16_avx512(const uint8_t *row, int wtype, int
     return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));  /* bf16 -> f32 */
 }
 
-TARGET_AVX512 static void dot4_f_avx512(const MatmulJob *job, int64_t t, int64_t r, int nrows, float res[4]) {
-    const float *x = job->x + t * job->n_in;
+/* 16 elements of a float row from element k on, the ones at or past n read as 0 (masked load). */
+TARGET_AVX512 INLINE __m512 load_row16_masked(const uint8_t *row, int wtype, int64_t k, __mmask16 m) {
+    if (wtype == TYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + k);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    if (wtype == TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* res[j][i] = dot(W row r+i, x[t+j]), 4 rows x NT tokens (NT = 4, or 1 for a single token) in
+ * zmm accumulators: each weight vector is loaded (and converted) once for NT tokens; the tail with
+ * masked loads. */
+TARGET_AVX512 INLINE void float_tile_avx512_typed(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows,
+                                                  float res[4][4], const int wtype, const int NT) {
     const uint8_t *rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    int64_t k = 0;
-    for (; k + 16 <= job->n_in; k += 16) {
-        __m512 xv = _mm512_loadu_ps(x + k);
-        for (int i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(load_row16_avx512(rows[i], job->wtype, k), xv, acc[i]);
+    const float *xs[4];
+    float_tile_rows(job, t, ntok, r, nrows, rows, xs);
+    const int64_t n = job->n_in;
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? (__mmask16)0xFFFF : tail_mask16(n - k);
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) x[j] = _mm512_maskz_loadu_ps(m, xs[j] + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m512 w = load_row16_masked(rows[i], wtype, k, m);
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
+        }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) res[i] = _mm512_reduce_add_ps(acc[i]);
-    for (int i = 0; i < nrows; i++)
-        for (int64_t kk = k; kk < job->n_in; kk++) res[i] += row_elem(rows[i], job->wtype, kk) * x[kk];
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) res[j][i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+TARGET_AVX512 static void float_tile_avx512(const MatmulJob *job, int64_t t, int ntok, int64_t r, int nrows,
+                                            float res[4][4]) {
+    const int one = ntok == 1;
+    if (job->wtype == TYPE_F32) one ? float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_F32, 1)
+                                    : float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_F32, 4);
+    else if (job->wtype == TYPE_F16) one ? float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_F16, 1)
+                                         : float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_F16, 4);
+    else one ? float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_BF16, 1)
+             : float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_BF16, 4);
 }
 
 /* GEMM tile for AVX-512: unsigned weight bytes (Q4_0: nibble; Q8_0: q + 128) at
@@ -677,7 +741,9 @@ TARGET_AVX512 static int64_t probe_int8_avx512(int64_t iters) {
     }
     __m512i s = acc[0];
     for (int j = 1; j < 16; j++) s = _mm512_add_epi32(s, acc[j]);
-    volatile int sink = _mm512_reduce_add_epi32(s);
+    /* keep the result alive without a scalar reduction: the sums wrap by design, and signed
+     * overflow in C arithmetic would be undefined */
+    volatile int sink = _mm_cvtsi128_si32(_mm512_castsi512_si128(s));
     (void)sink;
     return iters * 16 * 64;
 }
@@ -690,7 +756,7 @@ const QuantKernels quant_kernels_avx512 = {
     .dot_f32_f32 = vec_dot_f32_f32_avx512,
     .quantize_q8_0 = quantize_q8_0_avx512,
     .gemv_q = gemv_q_avx512,
-    .dot4_f = dot4_f_avx512,
+    .float_tile = float_tile_avx512,
     .gemm_group = 16,
     .q4_0_offset = 8,
     .q8_0_offset = 128,

@@ -617,16 +617,18 @@ static ThreadPool *two_threads(void) {
 
 static void run_matmul_cases(int wtype, const int64_t *n_ins, int n_n_in) {
     static const int64_t n_outs[] = {1, 5, 37, 300};
-    static const int64_t Ts[] = {1, 2, 3, 5, 7, 17, 128};  /* GEMV passes of 1-4 tokens; GEMM from 7 */
+    /* GEMV passes of 1-4 tokens below 7; GEMM from 7, in blocks of 128 tokens (150: two blocks) */
+    static const int64_t Ts[] = {1, 2, 3, 5, 7, 17, 128, 150};
     ThreadPool *pools[2] = {NULL, two_threads()};
     uint64_t rng = 6 + (uint64_t)wtype;
     char why[512];
     int n_cases = 0, n_bad = 0;
     for (int i = 0; i < n_n_in; i++)
         for (int o = 0; o < 4; o++)
-            for (int t = 0; t < 7; t++) {
+            for (int t = 0; t < 8; t++) {
                 MatmulCase c = {wtype, n_ins[i], n_outs[o], Ts[t]};
-                if (n_ins[i] > 1024 && (n_outs[o] != 37 || (Ts[t] != 1 && Ts[t] != 17 && Ts[t] != 128))) continue;
+                if (n_ins[i] > 1024 && (n_outs[o] != 37 || (Ts[t] != 1 && Ts[t] != 5 && Ts[t] != 17 && Ts[t] != 150)))
+                    continue;
                 n_cases++;
                 if (!check_matmul_case(&c, pools, &rng, why, sizeof why)) {
                     if (n_bad++ < 5) CHECK(0, "%s", why);
@@ -636,14 +638,15 @@ static void run_matmul_cases(int wtype, const int64_t *n_ins, int n_n_in) {
     threadpool_free(pools[1]);
 }
 
-/* n_in 2080 = 65 blocks: more than one K chunk of the GEMM (QTILE_MAX_BLOCKS). */
+/* n_in 4160 = 130 blocks: the GEMM splits K in two chunks (a 128-token block's activations over
+ * all of K would not fit its L2 budget). */
 static void test_matmul_q4_0(void) {
-    const int64_t n_ins[] = {32, 96, 160, 2080};
+    const int64_t n_ins[] = {32, 96, 160, 4160};
     run_matmul_cases(TYPE_Q4_0, n_ins, 4);
 }
 
 static void test_matmul_q8_0(void) {
-    const int64_t n_ins[] = {32, 96, 160, 2080};
+    const int64_t n_ins[] = {32, 96, 160, 4160};
     run_matmul_cases(TYPE_Q8_0, n_ins, 4);
 }
 
