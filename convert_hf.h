@@ -32,4 +32,26 @@ int convert_hf_vision(const char *dir, const char *projector, const char *out, i
 int convert_hf_vision_ex(const char *dir, const char *projector, const char *out, int type,
                          const HfVisionOptions *opt, int progress, BlvError *err);
 
+/* ---- language models (convert_hf_llm.c) ---------------------------------------------------------
+ * convert_hf_llm reads a Hugging Face `LlamaForCausalLM` or `BlueLMForCausalLM` checkpoint directory
+ * (config.json; model.safetensors or model.safetensors.index.json + shards, F32/F16/BF16;
+ * tokenizer.model, a SentencePiece BPE model; optional tokenizer_config.json, added_tokens.json,
+ * tokenizer.json for added tokens and special-token settings) and writes the `llama` GGUF that llm.c
+ * and tokenizer.c load: llama.cpp's keys, tensor names and order, Q/K rows permuted into llama.cpp's
+ * rotary layout, BlueLM's embedding LayerNorm (use_stable_embedding) as token_embd_norm.{weight,bias}
+ * (a file llama.cpp itself does not know), no output.weight when the embeddings are tied.
+ *
+ * `type` is the type of the weight matrices: TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0 or TYPE_Q4_0
+ * (norm vectors stay F32; a matrix whose rows are not a multiple of 32 falls back to F16 for the
+ * quantized types, as convert.c does). With `vocab_only` only the tokenizer is written (no tensors; a
+ * vocabulary file like llama.cpp's ggml-vocab-*.gguf): config.json is then optional (its hyper-
+ * parameters and vocab_size are used when present) and `type` is ignored.
+ *
+ * Everything is checked before the output file is created: the architecture and the config (RoPE
+ * scaling, biases, quantized checkpoints, head_dim and other things this file cannot represent are
+ * refused by name), every expected tensor's presence, shape (against config.json) and dtype, and that
+ * no tensor would be dropped. Messages name the file, the tensor, the shape found and expected.
+ * Progress goes to stderr when `progress` is set. */
+int convert_hf_llm(const char *dir, const char *out, int type, int vocab_only, int progress, BlvError *err);
+
 #endif

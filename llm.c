@@ -91,7 +91,8 @@ static int check_tensor_type(const GgufFile *f, const GgufTensor *t, BlvError *e
                     "%s: tensor %.*s has type %s, which bluelmv cannot compute with; "
                     "bluelmv supports f32, f16, bf16, q8_0 and q4_0: requantize with "
                     "`llama-quantize --pure IN.gguf OUT.gguf q4_0` (or q8_0)",
-                    f->path, (int)t->name.len, t->name.ptr, type_name((int)t->type));
+                    f->path, (int)t->name.len, t->name.ptr,
+                    gguf_ggml_type_name(t->type) ? gguf_ggml_type_name(t->type) : type_name((int)t->type));
 }
 
 /* Binds `name` as a (rows, cols) matrix. GGUF dims are reversed: ne[0] = cols, ne[1] = rows. */

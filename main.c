@@ -145,10 +145,14 @@ static const char *tokenize_usage =
 
 static const char *convert_usage =
     "usage: bluelmv convert llama2c CHECKPOINT TOKENIZER -o OUT.gguf [--type TYPE]\n"
+    "       bluelmv convert hf DIR -o OUT.gguf [--type TYPE] [--vocab-only]\n"
     "       bluelmv convert hf-vision DIR [--projector FILE] -o MMPROJ.gguf [--type TYPE] [--all-layers [--post-ln]]\n"
     "\n"
     "llama2c: a llama2.c checkpoint (legacy or version-1 export, shared or separate classifier) and a\n"
     "llama2.c tokenizer.bin become a llama-architecture GGUF that llama.cpp can also load.\n"
+    "hf: a Hugging Face LlamaForCausalLM or BlueLMForCausalLM directory (config.json, safetensors\n"
+    "F32/F16/BF16 single or sharded, tokenizer.model + tokenizer_config.json) becomes a llama GGUF\n"
+    "(Q/K rows in llama.cpp's rotary layout; BlueLM's embedding LayerNorm as token_embd_norm).\n"
     "hf-vision: a Hugging Face SiglipVisionModel directory (config.json + safetensors, F32/F16/BF16,\n"
     "sharded or not) and optionally a VILA mlp_downsample projector (safetensors) become the vision\n"
     "GGUF (mmproj). By default the last ViT layer is dropped (select-layer -2) and no post-LN is used.\n"
@@ -160,7 +164,8 @@ static const char *convert_usage =
     "                       rows are zero-padded to a multiple of 32 (exact, see vit.h)\n"
     "      --projector FILE hf-vision: the projector safetensors (file or mm_projector directory)\n"
     "      --all-layers     hf-vision: keep every ViT layer\n"
-    "      --post-ln        hf-vision: with --all-layers, apply the post-LayerNorm\n";
+    "      --post-ln        hf-vision: with --all-layers, apply the post-LayerNorm\n"
+    "      --vocab-only     hf: write only the tokenizer (a vocabulary GGUF for `bluelmv tokenize`)\n";
 
 static const char *gen_usage =
     "usage: bluelmv gen --preset NAME -o PREFIX [--type TYPE] [--vision-type TYPE] [--seed S]\n"
@@ -835,6 +840,7 @@ static int cmd_convert(int argc, char **argv) {
     const char *cmd = "convert", *out = NULL, *projector = NULL, *pos[3] = {NULL, NULL, NULL};
     int n_pos = 0, type = TYPE_F32;
     HfVisionOptions vopt = {0, 0};
+    int vocab_only = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) {
@@ -850,6 +856,8 @@ static int cmd_convert(int argc, char **argv) {
             vopt.all_layers = 1;
         } else if (matches(a, NULL, "--post-ln")) {
             vopt.post_ln = 1;
+        } else if (matches(a, NULL, "--vocab-only")) {
+            vocab_only = 1;
         } else if (a[0] == '-' && a[1] != 0) {
             return usage_error(cmd, "unknown option '%s'", a);
         } else if (n_pos < 3) {
@@ -858,19 +866,22 @@ static int cmd_convert(int argc, char **argv) {
             return usage_error(cmd, "unexpected argument '%s'", a);
         }
     }
-    if (n_pos == 0) return usage_error(cmd, "missing the source format (llama2c or hf-vision)");
+    if (n_pos == 0) return usage_error(cmd, "missing the source format (llama2c, hf or hf-vision)");
     int llama2c = strcmp(pos[0], "llama2c") == 0, vision = strcmp(pos[0], "hf-vision") == 0;
-    if (!llama2c && !vision) return usage_error(cmd, "unknown source format '%s' (llama2c, hf-vision)", pos[0]);
+    int hf = strcmp(pos[0], "hf") == 0;
+    if (!llama2c && !vision && !hf) return usage_error(cmd, "unknown source format '%s' (llama2c, hf, hf-vision)", pos[0]);
     if (llama2c && n_pos != 3) return usage_error(cmd, "llama2c needs CHECKPOINT and TOKENIZER");
-    if (vision && n_pos != 2) return usage_error(cmd, "hf-vision needs one checkpoint DIR");
-    if (llama2c && (projector || vopt.all_layers || vopt.post_ln))
+    if ((vision || hf) && n_pos != 2) return usage_error(cmd, "%s needs one checkpoint DIR", pos[0]);
+    if (!vision && (projector || vopt.all_layers || vopt.post_ln))
         return usage_error(cmd, "--projector, --all-layers and --post-ln are for hf-vision");
+    if (!hf && vocab_only) return usage_error(cmd, "--vocab-only is for hf");
     if (vopt.post_ln && !vopt.all_layers) return usage_error(cmd, "--post-ln needs --all-layers");
     if (vision && type == TYPE_BF16) return usage_error(cmd, "hf-vision writes f32, f16, q8_0 or q4_0");
     if (!out) return usage_error(cmd, "no output file given (-o OUT.gguf)");
     BlvError err;
     double t0 = blv_now();
     int rc = llama2c ? convert_llama2c(pos[1], pos[2], out, type, 1, &err)
+             : hf    ? convert_hf_llm(pos[1], out, type, vocab_only, 1, &err)
                      : convert_hf_vision_ex(pos[1], projector, out, type, &vopt, 1, &err);
     if (rc != 0) return fail(&err);
     fprintf(stderr, "wrote %s (%s) in %.2f s\n", out, type_name(type), blv_now() - t0);
