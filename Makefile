@@ -55,7 +55,7 @@ test: bluelmv $(BUILD)/run_tests
 	$(BUILD)/run_tests
 
 # Kernel and model suites under qemu; the command-line suite needs a native binary and is skipped.
-NEON_SUITES := util gguf quant tokenizer llm convert tile hfio hfllm dump
+NEON_SUITES := util gguf quant ops tokenizer llm convert tile hfio hfllm dump
 QEMU := qemu-aarch64 -L /usr/aarch64-linux-gnu
 test-neon:
 	$(MAKE) BUILD=build/arm-dotprod CC=aarch64-linux-gnu-gcc ARCH_FLAGS=-march=armv8.2-a+dotprod build/arm-dotprod/run_tests

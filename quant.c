@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,15 +342,15 @@ static uint64_t probe_read_ref(const uint8_t *p, int64_t bytes) {
  * byte changes every round so that the compiler cannot hoist the work out of the loop. */
 static int64_t probe_int8_ref(int64_t iters) {
     int8_t a[64], b[64];
-    int32_t acc[16] = {0};
+    uint32_t acc[16] = {0};  /* unsigned: the sums wrap by design (signed overflow is undefined) */
     for (int i = 0; i < 64; i++) a[i] = (int8_t)(i - 32), b[i] = (int8_t)(7 - i);
     for (int64_t it = 0; it < iters; it++) {
-        for (int i = 0; i < 64; i++) acc[i & 15] += a[i] * b[i];
+        for (int i = 0; i < 64; i++) acc[i & 15] += (uint32_t)(a[i] * b[i]);
         a[it & 63] = (int8_t)(acc[it & 15] & 0x3F);
     }
-    int32_t s = 0;
+    uint32_t s = 0;
     for (int i = 0; i < 16; i++) s += acc[i];
-    volatile int32_t sink = s;
+    volatile uint32_t sink = s;
     (void)sink;
     return iters * 64;
 }
@@ -504,6 +505,7 @@ static uint8_t *align_ptr(void *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(
 typedef struct {
     MatmulJob job;
     const QuantKernels *k;
+    atomic_int_fast64_t next_chunk;  /* GEMV: the next chunk of rows to hand out */
 } MatmulTask;
 
 static void quantize_token(const MatmulTask *task, int64_t t) {
@@ -551,14 +553,20 @@ static void prepare_task(void *p, int ith, int nth) {
     }
 }
 
-/* Output rows are split across threads in pieces aligned to 16 rows; the GEMV kernel takes up to
+/* The GEMV hands out chunks of GEMV_CHUNK_ROWS output rows to whichever thread asks next (a thread
+ * slowed down by something else on its core then simply does fewer); the kernel takes up to
  * QGEMV_MAX_TOKENS tokens per pass over the weights. */
+enum { GEMV_CHUNK_ROWS = 128 };
+
 static void gemv_task(void *p, int ith, int nth) {
-    const MatmulTask *task = p;
-    int64_t r0, r1;
-    split_range(task->job.n_out, ith, nth, 16, &r0, &r1);
-    for (int64_t t = 0; t < task->job.T && r0 < r1; t += QGEMV_MAX_TOKENS)
-        task->k->gemv_q(&task->job, t, (int)min64(QGEMV_MAX_TOKENS, task->job.T - t), r0, r1);
+    (void)ith, (void)nth;
+    MatmulTask *task = p;
+    const int64_t n_chunks = (task->job.n_out + GEMV_CHUNK_ROWS - 1) / GEMV_CHUNK_ROWS;
+    for (int64_t c = atomic_fetch_add(&task->next_chunk, 1); c < n_chunks; c = atomic_fetch_add(&task->next_chunk, 1)) {
+        int64_t r0 = c * GEMV_CHUNK_ROWS, r1 = min64(task->job.n_out, r0 + GEMV_CHUNK_ROWS);
+        for (int64_t t = 0; t < task->job.T; t += QGEMV_MAX_TOKENS)
+            task->k->gemv_q(&task->job, t, (int)min64(QGEMV_MAX_TOKENS, task->job.T - t), r0, r1);
+    }
 }
 
 /* Adds (or, for the first K chunk, stores) a tile's results res[token][row] into out. */
@@ -662,7 +670,8 @@ static void float_task(void *p, int ith, int nth) {
                 int ntok = (int)min64(4, job->T - t);
                 float res[4][4];
                 task->k->float_tile(job, t, ntok, r, nrows, res);
-                for (int j = 0; j < ntok; j++) memcpy(job->out + (t + j) * job->n_out + r, res[j], (size_t)nrows * sizeof(float));
+                for (int j = 0; j < ntok; j++)
+                    memcpy(job->out + (t + j) * job->n_out + r, res[j], (size_t)nrows * sizeof(float));
             }
         }
     }
@@ -672,6 +681,7 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
             int64_t n_out, int64_t T, void *scratch) {
     MatmulTask task;
     memset(&task, 0, sizeof task);
+    atomic_init(&task.next_chunk, 0);
     task.k = kernels();
     MatmulJob *job = &task.job;
     job->W = W;

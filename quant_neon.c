@@ -264,42 +264,51 @@ static void gemm_unpack_neon(const MatmulJob *job, int64_t r, int nrows, int64_t
             if (i < nrows) row_block_weights(row, job->wtype, kb + b, &lo, &hi, &d);
             vst1q_s8((int8_t *)tile + (i * nkb + b) * QK, lo);
             vst1q_s8((int8_t *)tile + (i * nkb + b) * QK + 16, hi);
-            scales[b * QTILE_ROWS + i] = fp16_neon(d);
+            scales[b * QTILE_ROWS + i] = quant_fp16_table[d];
         }
     }
 }
 
-/* res[i][j] for 4 rows x (4 * NG) tokens (NG packed groups of G = 4). Per block: for each of the
- * 8 four-byte weight groups k4, the row's 4 bytes are loaded into every lane (ld1r) and SDOT with
- * the group's q[k4] (4 tokens x 4 bytes) adds 4 products per token; then acc += float(int) * dx * dy.
- * Lane j of a vector = token j of the group. */
+/* res[j][i] (token j, row i) for 4 rows x (4 * NG) tokens (NG packed groups of G = 4). Per block:
+ * for each of the 8 four-byte weight groups k4, the row's 4 bytes are loaded into every lane (ld1r)
+ * and SDOT with the group's q[k4] (4 tokens x 4 bytes) adds 4 products per token; then
+ * acc += float(int) * dx * dy. Lane j of a vector = token j of the group. */
 static inline __attribute__((always_inline)) void tile_neon(const uint8_t *tile, const uint8_t *act0,
                                                             const uint8_t *act1, int64_t nkb,
                                                             float res[32][QTILE_ROWS], const int NG) {
     const float *dx = (const float *)(tile + QTILE_ROWS * QTILE_MAX_BLOCKS * QK);
     const uint8_t *acts[2] = {act0, act1};
     float32x4_t accf[4][2];
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
+#pragma GCC unroll 2
         for (int v = 0; v < NG; v++) accf[i][v] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nkb; b++) {
         int32x4_t acci[4][2];
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++)
+#pragma GCC unroll 2
             for (int v = 0; v < NG; v++) acci[i][v] = vdupq_n_s32(0);
 #pragma GCC unroll 8
         for (int k4 = 0; k4 < 8; k4++) {
             int8x16_t a[2];
+#pragma GCC unroll 2
             for (int v = 0; v < NG; v++) a[v] = vld1q_s8((const int8_t *)acts[v] + b * QPACK_RECORD_BYTES(4) + k4 * 16);
 #pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
                 int32_t w4;
                 memcpy(&w4, tile + (i * nkb + b) * QK + k4 * 4, sizeof w4);
                 int8x16_t w = vreinterpretq_s8_s32(vdupq_n_s32(w4));  /* ld1r */
+#pragma GCC unroll 2
                 for (int v = 0; v < NG; v++) acci[i][v] = dot_s8(acci[i][v], a[v], w);
             }
         }
         float32x4_t dy[2];
+#pragma GCC unroll 2
         for (int v = 0; v < NG; v++) dy[v] = vld1q_f32((const float *)(acts[v] + b * QPACK_RECORD_BYTES(4) + 32 * 4));
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++)
+#pragma GCC unroll 2
             for (int v = 0; v < NG; v++)
                 accf[i][v] = vfmaq_f32(accf[i][v], vcvtq_f32_s32(acci[i][v]), vmulq_n_f32(dy[v], dx[b * 4 + i]));
     }

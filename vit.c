@@ -2,7 +2,8 @@
  *
  * The forward passes mirror Hugging Face's SiglipVisionModel (modeling_siglip.py) and VILA's
  * mlp_downsample projector (llava/model/multimodal_projector/base_projector.py); each step quotes
- * the line it implements. Matrix products are quant.h's matmul; everything else is plain loops. */
+ * the line it implements. Matrix products are quant.h's matmul; attention, LayerNorm, GELU and the
+ * residual adds are ops.h's kernels. Every stage is split across the thread pool. */
 #include "vit.h"
 
 #include <math.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "quant.h"
 
 static int64_t round_up32(int64_t n) { return (n + 31) / 32 * 32; }
@@ -339,55 +341,8 @@ static int bind_weights(Vit *v, const GgufFile *f, BlvError *err) {
 
 /* ---- state ------------------------------------------------------------------------------------ */
 
-/* Per-thread attention buffers, carved from one block (offsets 64-byte aligned). The score rows
- * have kd = head_dim (f32) or head_dim rounded up to 32 (Q8_0) inputs; P rows have sd = n_patches
- * (f32) or n_patches rounded up to 32 (Q8_0). */
-typedef struct {
-    float *qh;                /* (n, kd) one head's queries */
-    float *kh;                /* (n, kd) its keys */
-    float *sc;                /* (n, n) raw scores q·k */
-    float *p;                 /* (n, sd) softmax probabilities, zero-padded */
-    float *vt;                /* (head_dim, sd) values transposed, zero-padded */
-    float *oh;                /* (n, head_dim) the head's output */
-    float *inv_sum;           /* (n) 1 / softmax denominator of each query row */
-    BlockQ8_0 *kq;            /* (n, kd / 32) keys quantized (Q8_0 attention) */
-    BlockQ8_0 *vtq;           /* (head_dim, sd / 32) values quantized */
-    void *scratch;            /* matmul scratch */
-} AttnBuffers;
-
-static int64_t align64(int64_t n) { return (n + 63) / 64 * 64; }
-
-/* Returns the bytes one thread needs; fills b from base when base != NULL. */
-static int64_t attn_layout(const Vit *v, uint8_t *base, AttnBuffers *b) {
-    const VitConfig *c = &v->config;
-    int q8 = v->attn_type == TYPE_Q8_0;
-    int64_t n = c->n_patches, hd = c->head_dim;
-    int64_t kd = q8 ? round_up32(hd) : hd, sd = q8 ? round_up32(n) : n;
-    int64_t sizes[10] = {
-        n * kd * 4, n * kd * 4, n * n * 4, n * sd * 4, hd * sd * 4, n * hd * 4, n * 4,
-        q8 ? n * (kd / QK) * (int64_t)sizeof(BlockQ8_0) : 0,
-        q8 ? hd * (sd / QK) * (int64_t)sizeof(BlockQ8_0) : 0,
-        q8 ? matmul_scratch_bytes(TYPE_Q8_0, max64(kd, sd), n) : 0,
-    };
-    int64_t off[10], total = 0;
-    for (int i = 0; i < 10; i++) {
-        off[i] = total;
-        total += align64(sizes[i]);
-    }
-    if (base) {
-        b->qh = (float *)(base + off[0]);
-        b->kh = (float *)(base + off[1]);
-        b->sc = (float *)(base + off[2]);
-        b->p = (float *)(base + off[3]);
-        b->vt = (float *)(base + off[4]);
-        b->oh = (float *)(base + off[5]);
-        b->inv_sum = (float *)(base + off[6]);
-        b->kq = (BlockQ8_0 *)(base + off[7]);
-        b->vtq = (BlockQ8_0 *)(base + off[8]);
-        b->scratch = base + off[9];
-    }
-    return total;
-}
+/* Per-thread attention work buffers (ops_attn_head_*: one (tile, head) at a time). */
+static int64_t attn_bytes(const Vit *v) { return ops_attn_work_bytes(v->config.n_patches, v->config.head_dim); }
 
 static int64_t scratch_for(const VitMatrix *m, int64_t T) { return matmul_scratch_bytes(m->type, m->cols, T); }
 
@@ -404,7 +359,7 @@ static int alloc_state(Vit *v, BlvError *err) {
     }
     scratch = max64(scratch, scratch_for(&v->weights.mm0, Tm));
     scratch = max64(scratch, scratch_for(&v->weights.mm2, Tm));
-    s->attn_stride = attn_layout(v, NULL, NULL);
+    s->attn_stride = (attn_bytes(v) + 63) / 64 * 64;
     int n_threads = threadpool_size(v->pool);
     if (!(s->cols = blv_calloc((size_t)(T * c->patch_dim_stored), sizeof(float), "vision im2col buffer", err)) ||
         !(s->pe_scratch = blv_malloc((size_t)max64(scratch_for(&v->weights.patch, T), 64), "vision patch scratch", err)) ||
@@ -472,102 +427,18 @@ void vit_reset_timings(Vit *v) { memset(&v->timings, 0, sizeof v->timings); }
 
 /* ---- the math ----------------------------------------------------------------------------------- */
 
-/* Elementwise loops go VEC elements at a time through fixed-length inner loops without branches
- * (selects are written as arithmetic), the shape compilers vectorize at -O2 with the baseline ISA;
- * the tail goes through the same functions one element at a time. */
-enum { VEC = 16 };
+/* The elementwise and row operations are ops.h's (vector kernels with a scalar reference; GELU-tanh,
+ * GELU-erf and exp approximations and LayerNorm's summation order are defined there). */
 
-/* min(max(x, lo), hi) for finite x, as arithmetic: below = 1 when x < lo (else 0), from the sign of
- * lo - x; likewise above. Exact: x·1 + 0 or x·0 + the bound. */
-static inline float clamp_float(float x, float lo, float hi) {
-    float below = 0.5f + 0.5f * copysignf(1.0f, lo - x), above = 0.5f + 0.5f * copysignf(1.0f, x - hi);
-    x = x * (1.0f - below) + below * lo;
-    return x * (1.0f - above) + above * hi;
-}
-
-/* e^x for float x: x = n·ln2 + r with |r| <= ln2/2 (ln2 in two parts, Cody–Waite), e^r = 1 + r +
- * r²·p(r) with Cephes expf's degree-5 polynomial, 2^n built in the exponent bits. About 1 ulp on
- * [-87, 88]; x is clamped to that range first (e^-87 ≈ 1.6e-38, e^88 ≈ 1.7e38). */
-static inline float exp_approx(float x) {
-    x = clamp_float(x, -87.0f, 88.0f);
-    /* n = round(x / ln2): adding 1.5·2^23 leaves n in the low mantissa bits of t */
-    float t = x * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float er = p * r * r + r + 1.0f;
-    uint32_t tbits;
-    memcpy(&tbits, &t, sizeof tbits);
-    uint32_t bits = (tbits - 0x4B400000u + 127u) << 23;  /* 2^n: n + 127 in [1, 254] after the clamp */
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return er * scale;
-}
-
-/* gelu_pytorch_tanh: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), written as x·sigmoid(2u) since
- * 0.5·(1 + tanh(u)) = 1 / (1 + e^(-2u)). u is computed from x clamped to ±10 (where the sigmoid is
- * already 1 or below 1e-37 in float), so that a huge x cannot overflow x³. */
-static inline float gelu_tanh(float x) {
-    float xc = clamp_float(x, -10.0f, 10.0f);
-    float u = 0.7978845608028654f * (xc + 0.044715f * xc * xc * xc);
-    return x / (1.0f + exp_approx(-2.0f * u));
-}
-
-/* nn.GELU(): 0.5·x·(1 + erf(x / √2)) */
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
-
-/* nn.LayerNorm(n, eps): (x - mean) / sqrt(var + eps) * weight + bias (biased variance), the sums in
- * double over VEC partial sums. out may be x. */
-static void layernorm(float *out, const float *x, const float *weight, const float *bias, int64_t n, float eps) {
-    double acc[VEC] = {0}, mean = 0.0, var = 0.0;
-    int64_t i = 0;
-    for (; i + VEC <= n; i += VEC)
-        for (int k = 0; k < VEC; k++) acc[k] += x[i + k];
-    for (; i < n; i++) mean += x[i];
-    for (int k = 0; k < VEC; k++) mean += acc[k];
-    mean /= (double)n;
-    for (int k = 0; k < VEC; k++) acc[k] = 0.0;
-    for (i = 0; i + VEC <= n; i += VEC)
-        for (int k = 0; k < VEC; k++) acc[k] += ((double)x[i + k] - mean) * ((double)x[i + k] - mean);
-    for (; i < n; i++) var += ((double)x[i] - mean) * ((double)x[i] - mean);
-    for (int k = 0; k < VEC; k++) var += acc[k];
-    var /= (double)n;
-    float inv = (float)(1.0 / sqrt(var + (double)eps)), fmean = (float)mean;
-    for (i = 0; i + VEC <= n; i += VEC)
-        for (int k = 0; k < VEC; k++) out[i + k] = (x[i + k] - fmean) * inv * weight[i + k] + bias[i + k];
-    for (; i < n; i++) out[i] = (x[i] - fmean) * inv * weight[i] + bias[i];
-}
-
-/* x = gelu_tanh(x + b) over n elements. */
-static void bias_gelu_tanh(float *restrict x, const float *restrict b, int64_t n) {
-    int64_t i = 0;
-    for (; i + VEC <= n; i += VEC)
-        for (int k = 0; k < VEC; k++) x[i + k] = gelu_tanh(x[i + k] + b[i + k]);
-    for (; i < n; i++) x[i] = gelu_tanh(x[i] + b[i]);
-}
-
-/* x += y + b over n elements (the residual add of a sublayer's output y and bias b). */
-static void add_bias_residual(float *restrict x, const float *restrict y, const float *restrict b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] += y[i] + b[i];
-}
-
-static void add_bias(float *restrict x, const float *restrict b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] += b[i];
-}
-
-/* Row-wise operations, threaded over rows. */
+/* Row-wise operations, threaded over rows (each thread a contiguous range of rows). */
 typedef enum {
-    ROW_LAYERNORM,            /* out = LayerNorm(in; w, b, eps) */
+    ROW_LAYERNORM,            /* out = LayerNorm(in; w, b, eps)   (out may be in) */
     ROW_ADD_BIAS,             /* out += b */
-    ROW_ADD_BIAS_RESIDUAL,    /* out += in + b   (residual stream out, sublayer output in) */
+    ROW_ADD_BIAS_RESIDUAL,    /* out = out + (in + b)   (residual stream out, sublayer output in) */
+    ROW_RESIDUAL_LAYERNORM,   /* x = x + (in + b); out2 = LayerNorm(x; w2, b2, eps)   (out2 may be in) */
     ROW_BIAS_GELU_TANH,       /* out = gelu_tanh(out + b) */
     ROW_BIAS_GELU_ERF,        /* out = gelu_erf(out + b) */
+    ROW_ADD_BIAS_POS,         /* out = (out + b) + w[row % pos_rows]   (conv bias, then position embedding) */
 } RowOp;
 
 typedef struct {
@@ -577,6 +448,9 @@ typedef struct {
     const float *w, *b;
     int64_t rows, cols;
     float eps;
+    float *out2;              /* ROW_RESIDUAL_LAYERNORM: the LayerNorm output */
+    const float *w2, *b2;     /* its weight and bias */
+    int64_t pos_rows;         /* ROW_ADD_BIAS_POS */
 } RowTask;
 
 static void row_task(void *ctx, int ith, int nth) {
@@ -587,12 +461,15 @@ static void row_task(void *ctx, int ith, int nth) {
         float *o = t->out + r * n;
         const float *in = t->in ? t->in + r * n : NULL;
         switch (t->op) {
-        case ROW_LAYERNORM: layernorm(o, in, t->w, t->b, n, t->eps); break;
-        case ROW_ADD_BIAS: add_bias(o, t->b, n); break;
-        case ROW_ADD_BIAS_RESIDUAL: add_bias_residual(o, in, t->b, n); break;
-        case ROW_BIAS_GELU_TANH: bias_gelu_tanh(o, t->b, n); break;
-        case ROW_BIAS_GELU_ERF:
-            for (int64_t i = 0; i < n; i++) o[i] = gelu_erf(o[i] + t->b[i]);
+        case ROW_LAYERNORM: ops_layernorm(o, in, t->w, t->b, n, t->eps); break;
+        case ROW_ADD_BIAS: ops_add_bias(o, t->b, n); break;
+        case ROW_ADD_BIAS_RESIDUAL: ops_add_bias_residual(o, in, t->b, n); break;
+        case ROW_RESIDUAL_LAYERNORM: ops_residual_layernorm(o, in, t->b, t->out2 + r * n, t->w2, t->b2, n, t->eps); break;
+        case ROW_BIAS_GELU_TANH: ops_bias_gelu_tanh(o, t->b, n); break;
+        case ROW_BIAS_GELU_ERF: ops_bias_gelu_erf(o, t->b, n); break;
+        case ROW_ADD_BIAS_POS:
+            ops_add_bias(o, t->b, n);
+            ops_add(o, t->w + (r % t->pos_rows) * n, n);
             break;
         }
     }
@@ -600,7 +477,14 @@ static void row_task(void *ctx, int ith, int nth) {
 
 static void rows_op(ThreadPool *pool, RowOp op, float *out, const float *in, const float *w, const float *b,
                     int64_t rows, int64_t cols, float eps) {
-    RowTask t = {op, out, in, w, b, rows, cols, eps};
+    RowTask t = {op, out, in, w, b, rows, cols, eps, NULL, NULL, NULL, 1};
+    threadpool_run(pool, row_task, &t);
+}
+
+/* x = x + (y + yb); out = LayerNorm(x; w, b, eps), one pass over each row. */
+static void residual_layernorm(ThreadPool *pool, float *x, const float *y, const float *yb, float *out, const float *w,
+                               const float *b, int64_t rows, int64_t cols, float eps) {
+    RowTask t = {ROW_RESIDUAL_LAYERNORM, x, y, NULL, yb, rows, cols, eps, out, w, b, 1};
     threadpool_run(pool, row_task, &t);
 }
 
@@ -614,33 +498,43 @@ static void dump(Vit *v, const char *stage, int64_t tile0, int64_t n, int64_t ro
 
 /* ---- patch embedding ---------------------------------------------------------------------------- */
 
+typedef struct {
+    const Vit *v;
+    const float *tiles;
+    int64_t n;
+} Im2colTask;
+
+/* Row (tile, py, px) of the im2col matrix holds the patch's pixels in (c, ky, kx) order, the order of
+ * the flattened conv weight; columns K..Kp stay zero (calloc'd, never written). Rows split by thread. */
+static void im2col_task(void *ctx, int ith, int nth) {
+    const Im2colTask *t = ctx;
+    const VitConfig *c = &t->v->config;
+    const int64_t S = c->image_size, P = c->patch_size, G = c->grid, Kp = c->patch_dim_stored;
+    int64_t r0, r1;
+    split_range(t->n * G * G, ith, nth, 1, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t b = r / (G * G), py = r / G % G, px = r % G;
+        const float *tile = t->tiles + b * 3 * S * S;
+        float *row = t->v->state.cols + r * Kp;
+        for (int64_t ch = 0; ch < 3; ch++)
+            for (int64_t ky = 0; ky < P; ky++)
+                memcpy(row + (ch * P + ky) * P, tile + (ch * S + py * P + ky) * S + px * P, (size_t)P * sizeof(float));
+    }
+}
+
 void vit_patch_embed(Vit *v, ThreadPool *pool, const float *tiles, int64_t tile0, int64_t n, float *out) {
     const VitConfig *c = &v->config;
-    const int64_t S = c->image_size, P = c->patch_size, G = c->grid, Kp = c->patch_dim_stored, D = c->dim;
-    const int64_t T = n * c->n_patches;
+    const int64_t D = c->dim, T = n * c->n_patches;
     double t0 = blv_now();
     /* patch_embeds = self.patch_embedding(pixel_values): Conv2d(3, D, kernel P, stride P, "valid")
-     * as im2col · Wᵀ. Row (tile, py, px) holds the patch's pixels in (c, ky, kx) order, the order of
-     * the flattened conv weight; columns K..Kp stay zero (calloc'd, never written). */
-    float *cols = v->state.cols;
-    for (int64_t b = 0; b < n; b++) {
-        const float *tile = tiles + b * 3 * S * S;
-        for (int64_t py = 0; py < G; py++)
-            for (int64_t px = 0; px < G; px++) {
-                float *row = cols + ((b * G + py) * G + px) * Kp;
-                for (int64_t ch = 0; ch < 3; ch++)
-                    for (int64_t ky = 0; ky < P; ky++)
-                        memcpy(row + (ch * P + ky) * P, tile + (ch * S + py * P + ky) * S + px * P, (size_t)P * sizeof(float));
-            }
-    }
-    matmul_w(pool, out, &v->weights.patch, cols, T, v->state.pe_scratch);
+     * as im2col · Wᵀ */
+    Im2colTask ic = {v, tiles, n};
+    threadpool_run(pool, im2col_task, &ic);
+    matmul_w(pool, out, &v->weights.patch, v->state.cols, T, v->state.pe_scratch);
     /* embeddings = patch_embeds.flatten(2).transpose(1, 2) + self.position_embedding(self.position_ids)
      * (the conv's bias first, as the conv adds it) */
-    for (int64_t t = 0; t < T; t++) {
-        float *o = out + t * D;
-        const float *pos = v->weights.pos + (t % c->n_patches) * D;
-        for (int64_t i = 0; i < D; i++) o[i] = (o[i] + v->weights.patch_b[i]) + pos[i];
-    }
+    RowTask bp = {ROW_ADD_BIAS_POS, out, NULL, v->weights.pos, v->weights.patch_b, T, D, 0, NULL, NULL, NULL, c->n_patches};
+    threadpool_run(pool, row_task, &bp);
     v->timings.patch_embed += blv_now() - t0;
     dump(v, "patch_embed", tile0, n, c->n_patches, D, out);
 }
@@ -655,89 +549,25 @@ typedef struct {
     float *out;                /* (T, D) */
 } AttentionTask;
 
-/* One row of scores to unnormalized probabilities: p[j] = exp(s[j]·scale - max_j(s[j]·scale)),
- * p[n..sd) = 0; returns the sum of the p[j]. The division by the sum (softmax's denominator) is left
- * to the caller, which applies it to the row's attention output: Σ_j (p_j / sum)·v_j = (Σ_j p_j·v_j) / sum.
- *   attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32) */
-static float softmax_row(float *restrict p, const float *restrict s, int64_t n, int64_t sd, float scale) {
-    float maxes[VEC], max = -INFINITY;
-    for (int k = 0; k < VEC; k++) maxes[k] = -INFINITY;
-    int64_t j = 0;
-    for (; j + VEC <= n; j += VEC)
-        for (int k = 0; k < VEC; k++) maxes[k] = s[j + k] > maxes[k] ? s[j + k] : maxes[k];
-    for (; j < n; j++) max = s[j] > max ? s[j] : max;
-    for (int k = 0; k < VEC; k++) max = maxes[k] > max ? maxes[k] : max;
-    max *= scale;  /* scale > 0: the largest s[j]·scale */
-    float acc[VEC] = {0}, sum = 0.0f;
-    j = 0;
-    for (; j + VEC <= n; j += VEC)
-        for (int k = 0; k < VEC; k++) {
-            p[j + k] = exp_approx(s[j + k] * scale - max);
-            acc[k] += p[j + k];
-        }
-    for (; j < n; j++) {
-        p[j] = exp_approx(s[j] * scale - max);
-        sum += p[j];
-    }
-    for (int k = 0; k < VEC; k++) sum += acc[k];
-    for (j = n; j < sd; j++) p[j] = 0.0f;
-    return sum;
-}
-
-/* One (tile, head): softmax(q·kᵀ·head_dim^-0.5)·v over the tile's n tokens, written into the head's
- * columns of out. Both products are quant.h matmuls on this thread: scores with the keys as the
- * "weight" rows and the queries as the inputs; P·V with the transposed values as the weight rows. */
-static void attention_one(const AttentionTask *a, int64_t b, int64_t h, AttnBuffers *buf) {
-    const Vit *v = a->v;
-    const VitConfig *c = &v->config;
-    const int q8 = v->attn_type == TYPE_Q8_0;
-    const int64_t n = c->n_patches, hd = c->head_dim, D = c->dim;
-    const int64_t kd = q8 ? round_up32(hd) : hd, sd = q8 ? round_up32(n) : n;
-    const int64_t base = b * n * D + h * hd;
-    const float *bq = a->L->bq + h * hd, *bk = a->L->bk + h * hd, *bv = a->L->bv + h * hd;
-    /* queries = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)   (+ the biases here) */
-    for (int64_t t = 0; t < n; t++) {
-        const float *qrow = a->q + base + t * D, *krow = a->k + base + t * D;
-        for (int64_t i = 0; i < hd; i++) {
-            buf->qh[t * kd + i] = qrow[i] + bq[i];
-            buf->kh[t * kd + i] = krow[i] + bk[i];
-        }
-        for (int64_t i = hd; i < kd; i++) buf->qh[t * kd + i] = buf->kh[t * kd + i] = 0.0f;
-    }
-    for (int64_t i = 0; i < hd; i++) {
-        for (int64_t t = 0; t < n; t++) buf->vt[i * sd + t] = a->val[base + t * D + i] + bv[i];
-        for (int64_t t = n; t < sd; t++) buf->vt[i * sd + t] = 0.0f;
-    }
-    /* attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling */
-    if (q8) {
-        for (int64_t t = 0; t < n; t++) quantize_row_q8_0_ref(buf->kh + t * kd, buf->kq + t * (kd / QK), kd);
-        matmul(NULL, buf->sc, buf->kq, TYPE_Q8_0, buf->qh, kd, n, n, buf->scratch);
-    } else {
-        matmul(NULL, buf->sc, buf->kh, TYPE_F32, buf->qh, kd, n, n, NULL);
-    }
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int64_t t = 0; t < n; t++) buf->inv_sum[t] = 1.0f / softmax_row(buf->p + t * sd, buf->sc + t * n, n, sd, scale);
-    /* attn_output = torch.matmul(attn_weights, value) */
-    if (q8) {
-        for (int64_t i = 0; i < hd; i++) quantize_row_q8_0_ref(buf->vt + i * sd, buf->vtq + i * (sd / QK), sd);
-        matmul(NULL, buf->oh, buf->vtq, TYPE_Q8_0, buf->p, sd, hd, n, buf->scratch);
-    } else {
-        matmul(NULL, buf->oh, buf->vt, TYPE_F32, buf->p, sd, hd, n, NULL);
-    }
-    /* attn_output = attn_output.transpose(1, 2).reshape(*input_shape, -1)   (and softmax's division) */
-    for (int64_t t = 0; t < n; t++) {
-        float *o = a->out + base + t * D;
-        for (int64_t i = 0; i < hd; i++) o[i] = buf->oh[t * hd + i] * buf->inv_sum[t];
-    }
-}
-
+/* The (tile, head) pairs split between the threads; each runs ops_attn_head_* on its own work buffer:
+ *   queries = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)   (the biases added there)
+ *   attn_weights = softmax(torch.matmul(query, key.transpose(2, 3)) * scaling, dim=-1, dtype=float32)
+ *   attn_output = torch.matmul(attn_weights, value).transpose(1, 2).reshape(*input_shape, -1) */
 static void attention_task(void *ctx, int ith, int nth) {
     const AttentionTask *a = ctx;
-    AttnBuffers buf;
-    attn_layout(a->v, a->v->state.attn + (size_t)ith * (size_t)a->v->state.attn_stride, &buf);
-    int64_t n_heads = a->v->config.n_heads, u0, u1;
-    split_range(a->n_tiles * n_heads, ith, nth, 1, &u0, &u1);
-    for (int64_t u = u0; u < u1; u++) attention_one(a, u / n_heads, u % n_heads, &buf);
+    const Vit *v = a->v;
+    const VitConfig *c = &v->config;
+    const int64_t n = c->n_patches, hd = c->head_dim, D = c->dim, H = c->n_heads;
+    void *work = v->state.attn + (size_t)ith * (size_t)v->state.attn_stride;
+    int64_t u0, u1;
+    split_range(a->n_tiles * H, ith, nth, 1, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t b = u / H, h = u % H, base = b * n * D + h * hd;
+        OpsAttn oa = {a->q + base, a->k + base, a->val + base, a->L->bq + h * hd, a->L->bk + h * hd, a->L->bv + h * hd,
+                      a->out + base, n, hd, D, D, 1.0f / sqrtf((float)hd)};
+        if (v->attn_type == TYPE_Q8_0) ops_attn_head_q8(&oa, work);
+        else ops_attn_head_f32(&oa, work);
+    }
 }
 
 /* ---- encoder layers ------------------------------------------------------------------------------ */
@@ -751,13 +581,13 @@ void vit_blocks(Vit *v, float *x, int64_t tile0, int64_t n) {
     char stage[64];
     double t0;
 
+    /* residual = hidden_states; hidden_states = self.layer_norm1(hidden_states)   (layer 0; the later
+     * layers' layer_norm1 is fused with the residual add that ends the layer before) */
+    t0 = blv_now();
+    if (c->n_layers > 0) rows_op(pool, ROW_LAYERNORM, s->xb, x, v->weights.layers[0].ln1_w, v->weights.layers[0].ln1_b, T, D, c->eps);
+    v->timings.other += blv_now() - t0;
     for (int64_t l = 0; l < c->n_layers; l++) {
         const VitLayer *L = &v->weights.layers[l];
-        /* residual = hidden_states; hidden_states = self.layer_norm1(hidden_states) */
-        t0 = blv_now();
-        rows_op(pool, ROW_LAYERNORM, s->xb, x, L->ln1_w, L->ln1_b, T, D, c->eps);
-        v->timings.other += blv_now() - t0;
-
         /* queries = self.q_proj(hidden_states); keys = self.k_proj(...); values = self.v_proj(...) */
         t0 = blv_now();
         matmul_w(pool, q, &L->wq, s->xb, T, s->scratch);
@@ -765,9 +595,7 @@ void vit_blocks(Vit *v, float *x, int64_t tile0, int64_t n) {
         matmul_w(pool, val, &L->wv, s->xb, T, s->scratch);
         v->timings.qkvo += blv_now() - t0;
 
-        /* attn_output, attn_weights = eager_attention_forward(self, queries, keys, values, None,
-         *                                                     scaling=self.scale)   per tile and head
-         * (q, k and v get their biases as attention gathers each head) */
+        /* attn_output, attn_weights = eager_attention_forward(...)   per tile and head (ops_attn_head_*) */
         t0 = blv_now();
         AttentionTask task = {v, L, n, q, k, val, s->xb};
         threadpool_run(pool, attention_task, &task);
@@ -777,11 +605,10 @@ void vit_blocks(Vit *v, float *x, int64_t tile0, int64_t n) {
         t0 = blv_now();
         matmul_w(pool, q, &L->wo, s->xb, T, s->scratch);
         v->timings.qkvo += blv_now() - t0;
-        /* hidden_states = residual + hidden_states */
+        /* hidden_states = residual + hidden_states; residual = hidden_states;
+         * hidden_states = self.layer_norm2(hidden_states) */
         t0 = blv_now();
-        rows_op(pool, ROW_ADD_BIAS_RESIDUAL, x, q, NULL, L->bo, T, D, 0);
-        /* residual = hidden_states; hidden_states = self.layer_norm2(hidden_states) */
-        rows_op(pool, ROW_LAYERNORM, s->xb, x, L->ln2_w, L->ln2_b, T, D, c->eps);
+        residual_layernorm(pool, x, q, L->bo, s->xb, L->ln2_w, L->ln2_b, T, D, c->eps);
         v->timings.other += blv_now() - t0;
 
         /* hidden_states = self.fc1(hidden_states) */
@@ -796,9 +623,14 @@ void vit_blocks(Vit *v, float *x, int64_t tile0, int64_t n) {
         t0 = blv_now();
         matmul_w(pool, s->xb, &L->fc2, hb, T, s->scratch);
         v->timings.mlp += blv_now() - t0;
-        /* hidden_states = residual + hidden_states */
+        /* hidden_states = residual + hidden_states   (and the next layer's layer_norm1, into xb) */
         t0 = blv_now();
-        rows_op(pool, ROW_ADD_BIAS_RESIDUAL, x, s->xb, NULL, L->fc2_b, T, D, 0);
+        if (l + 1 < c->n_layers) {
+            const VitLayer *N = &v->weights.layers[l + 1];
+            residual_layernorm(pool, x, s->xb, L->fc2_b, s->xb, N->ln1_w, N->ln1_b, T, D, c->eps);
+        } else {
+            rows_op(pool, ROW_ADD_BIAS_RESIDUAL, x, s->xb, NULL, L->fc2_b, T, D, 0);
+        }
         v->timings.other += blv_now() - t0;
 
         snprintf(stage, sizeof stage, "vit_block_%lld", (long long)l);
@@ -816,30 +648,46 @@ void vit_blocks(Vit *v, float *x, int64_t tile0, int64_t n) {
 
 /* ---- downsampler and projector ------------------------------------------------------------------ */
 
+typedef struct {
+    const Vit *v;
+    const float *x;
+    int64_t n;
+} MergeTask;
+
+/* The downsampler's copies (vit_project explains the layout), merged tokens split by thread. */
+static void merge_task(void *ctx, int ith, int nth) {
+    const MergeTask *m = ctx;
+    const VitConfig *c = &m->v->config;
+    const int64_t D = c->dim, G = c->grid, G2 = c->merge_grid, M = c->merged_dim;
+    int64_t u0, u1;
+    split_range(m->n * G2 * G2, ith, nth, 1, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t b = u / (G2 * G2), i = u / G2 % G2, j = u % G2;
+        int64_t t = c->merge_order == VIT_MERGE_VILA ? j * G2 + i : i * G2 + j;
+        float *dst = m->v->state.merged + (b * c->n_merged + t) * M;
+        for (int64_t part = 0; part < 4; part++) {
+            int64_t row = 2 * i + part / 2, col = 2 * j + part % 2;
+            if (row < G && col < G)
+                memcpy(dst + part * D, m->x + (b * c->n_patches + row * G + col) * D, (size_t)D * sizeof(float));
+            else
+                memset(dst + part * D, 0, (size_t)D * sizeof(float));
+        }
+    }
+}
+
 void vit_project(Vit *v, const float *x, int64_t tile0, int64_t n, float *out) {
     const VitConfig *c = &v->config;
     VitState *s = &v->state;
     const VitWeights *w = &v->weights;
-    const int64_t D = c->dim, G = c->grid, G2 = c->merge_grid, M = c->merged_dim, Tm = n * c->n_merged;
+    const int64_t M = c->merged_dim, Tm = n * c->n_merged;
     double t0 = blv_now();
     /* VILA DownSampleBlock: vit_embeds.reshape(n, h, w, -1); flat_square pads an odd side with a zero
      * row (bottom) / column (right), then view(n, w, h/2, 2c) → permute(0, 2, 1, 3) → view(n, h/2,
      * w/2, 4c). Merged token (i, j) (row pair i, column pair j) is the concatenation
      * [x(2i,2j), x(2i,2j+1), x(2i+1,2j), x(2i+1,2j+1)] ((row, col), zero outside the grid) and lands
      * at t = j·G2 + i: VILA's output is column-major. "raster" puts it at t = i·G2 + j instead. */
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t i = 0; i < G2; i++)
-            for (int64_t j = 0; j < G2; j++) {
-                int64_t t = c->merge_order == VIT_MERGE_VILA ? j * G2 + i : i * G2 + j;
-                float *dst = s->merged + (b * c->n_merged + t) * M;
-                for (int64_t part = 0; part < 4; part++) {
-                    int64_t row = 2 * i + part / 2, col = 2 * j + part % 2;
-                    if (row < G && col < G)
-                        memcpy(dst + part * D, x + (b * c->n_patches + row * G + col) * D, (size_t)D * sizeof(float));
-                    else
-                        memset(dst + part * D, 0, (size_t)D * sizeof(float));
-                }
-            }
+    MergeTask mt = {v, x, n};
+    threadpool_run(v->pool, merge_task, &mt);
     dump(v, "merged", tile0, n, c->n_merged, M, s->merged);
     /* nn.LayerNorm(mm_hidden_size * 4) */
     rows_op(v->pool, ROW_LAYERNORM, s->merged, s->merged, w->mm_norm_w, w->mm_norm_b, Tm, M, c->proj_eps);

@@ -139,7 +139,7 @@ typedef struct {
 } Suite;
 
 static const Suite suites[] = {
-    {"util", suite_util},       {"gguf", suite_gguf},       {"quant", suite_quant}, {"tokenizer", suite_tokenizer},
+    {"util", suite_util},       {"gguf", suite_gguf},       {"quant", suite_quant}, {"ops", suite_ops}, {"tokenizer", suite_tokenizer},
     {"llm", suite_llm},         {"convert", suite_convert}, {"image", suite_image},
     {"tile", suite_tile},       {"vit", suite_vit},     {"hfio", suite_hfio},       {"hfllm", suite_hfllm},
     {"dump", suite_dump},    {"pipeline", suite_pipeline}, {"cli", suite_cli},

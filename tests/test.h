@@ -60,6 +60,7 @@ SUITE_DECL void suite_hfio(void);
 SUITE_DECL void suite_dump(void);
 SUITE_DECL void suite_pipeline(void);
 SUITE_DECL void suite_hfllm(void);
+SUITE_DECL void suite_ops(void);
 SUITE_DECL void suite_cli(void);
 
 #endif

@@ -595,9 +595,10 @@ static int check_matmul_case(const MatmulCase *c, ThreadPool *pools[2], uint64_t
                     for (int64_t k = 0; k < n_in; k++) terms += fabs((double)wf[r * n_in + k] * xa[t * n_in + k]);
                     float got = out[t * n_out + r], want = ref[t * n_out + r];
                     if (!close_enough(got, want, terms)) {
-                        snprintf(why, why_len, "%s n_in=%lld n_out=%lld T=%lld %s %d thread(s): out[%lld][%lld] = %.9g, ref %.9g",
-                                 type_name(c->wtype), (long long)n_in, (long long)n_out, (long long)T, quant_kernel_name(),
-                                 p + 1, (long long)t, (long long)r, got, want);
+                        snprintf(why, why_len,
+                                 "%s n_in=%lld n_out=%lld T=%lld %s %d thread(s): out[%lld][%lld] = %.9g, ref %.9g",
+                                 type_name(c->wtype), (long long)n_in, (long long)n_out, (long long)T,
+                                 quant_kernel_name(), p + 1, (long long)t, (long long)r, got, want);
                         ok = 0;
                     }
                 }
@@ -724,6 +725,19 @@ static void test_kernel_dispatch(void) {
 }
 
 static void test_probes(void) {
+    /* every family's probe kernels: the read checksum (the sum of the buffer's 64-bit words) and
+     * the count of multiply-adds */
+    enum { BYTES = 1 << 16 };
+    uint8_t *buf = aligned_alloc(4096, BYTES);
+    memset(buf, 1, BYTES);
+    for (int f = 0; f < n_families; f++) {
+        const QuantKernels *k = family_table(families[f]);
+        uint64_t want = (uint64_t)(BYTES / 8) * 0x0101010101010101ull;
+        CHECK(k->probe_read(buf, BYTES) == want, "%s read checksum", k->name);
+        int64_t macs = k->probe_int8(1000);
+        CHECK(macs >= 1000 * 8 && macs % 1000 == 0, "%s: %lld multiply-adds", k->name, (long long)macs);
+    }
+    free(buf);
     ThreadPool *pool = two_threads();
     double bw = probe_read_bandwidth(pool, 64 << 20);
     double peak = probe_int8_peak(pool);

@@ -1,0 +1,168 @@
+/* ops.h — the elementwise and row operations of the model code, and attention for one head.
+ *
+ * Naming follows quant.h: a `_ref` function is the scalar reference that defines the numbers;
+ * `_avx2`, `_avx512` (AVX-512 F/BW/VL + VNNI) and `_neon` versions have identical signatures. The
+ * un-suffixed name dispatches to the best version this CPU supports (checked once at start; x86
+ * kernels are compiled with per-function target attributes, NEON is chosen at compile time).
+ *
+ * Exactness. Every operation here is defined so that the SIMD versions can reproduce the reference
+ * BIT FOR BIT, and they do (tests/test_ops.c checks equality on every kernel family the CPU or qemu
+ * can run: ref, avx2, avx512 natively; neon with and without dotprod under qemu-aarch64):
+ *   - each multiply-add of the definition is a fused fmaf(); no other product feeds a sum;
+ *   - float sums over a row use OPS_LANES (32) interleaved partial sums (element i goes to partial
+ *     i % 32), combined by the fixed tree  p[k] += p[k + s]  for s = 16, 8, 4, 2, 1 — what two
+ *     AVX-512, four AVX2 or eight NEON accumulators give;
+ *   - sums over the keys of attention run per query (queries sit in the vector lanes), in key order;
+ *   - integer dot products are exact; int → float conversions are exact (|sum| < 2^24);
+ *   - rounding to an integer is round-to-nearest-even (nearbyintf in the default rounding mode,
+ *     cvtps2dq, vcvtnq) after clamping (so NaN cannot reach a conversion);
+ *   - scaling by 2^n is exact, or rounds once into the subnormals (ldexpf = vscalefps = two
+ *     power-of-two products whose first is exact).
+ * So results do not depend on the kernel family or the machine. No product is ever added unfused (a
+ * product only feeds a multiplication, an fmaf's multiplicand, a store or a conversion), so a
+ * compiler's own contraction of a·b + c (GCC's -ffp-contract=fast in GNU C mode) cannot change any
+ * result either. The reference calls fmaf(), which on an x86 CPU without FMA
+ * (before 2013) is a libm emulation: the reference is slow there (GELU ~30 ns an element), not wrong.
+ * NaN inputs give NaN or some finite value (not necessarily the same in every family) and no UB.
+ *
+ * Accuracy (tests/test_ops.c enforces these bounds against double-precision libm on dense sweeps):
+ *   ops_exp_f32    e^x within 1 ulp of the correctly rounded value over x in [-87.33, 88.72] (every
+ *                  97th float; Cody–Waite reduction by ln 2 with FMA, Cephes expf's degree-5
+ *                  polynomial). x > 88.7228394 gives +inf, x < -87.3365479 gives 0 (expf would give
+ *                  subnormals there).
+ *   ops_gelu_tanh  0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³), evaluated as x / (1 + e^(-2u))
+ *                  (no cancellation for negative x, unlike the formula as written). ≤ 3 ulp for
+ *                  x ≥ -1; |error| ≤ 2e-7·(1 + x²)·|gelu(x)| + 1e-35 everywhere (the rounding of 2u is
+ *                  amplified by |2u| for negative x, where the values are tiny: gelu(-5) ≈ -1.4e-6).
+ *   ops_gelu_erf   x·Φ(x), Φ from erfc(z) = t·e^(-z² + P(t)), z = |x|/√2, t = 1/(1 + z/2) (Numerical
+ *                  Recipes' erfcc, fractional error < 1.2e-7), -z² = -(x/2)·x exactly inside an FMA:
+ *                  ≤ 6 ulp for x ≥ 0; |error| ≤ (5e-7 + 6e-8·x²)·|gelu(x)| + 1e-35 everywhere.
+ *   ops_layernorm  float sums (see above), two passes (mean, then the mean of (x - mean)²): within
+ *                  2e-6 of the output's row RMS of a double-precision LayerNorm (rows of 8 .. 4321
+ *                  elements with mean 3 and std 2: 5e-7 measured).
+ *   ops_softmax_row  each p within 1e-6 (absolute, after the division) of double precision.
+ *
+ * Attention (ops_attn_head_*): softmax(q·kᵀ·scale)·v for the n tokens of one (tile, head), the q, k, v
+ * biases added on the way in. Queries go in blocks of 32 held in vector lanes ("queries in lanes"):
+ * the max, exp and sum of the softmax are vertical vector operations, no transpose of the scores is
+ * needed, and a block's scores (32 × n floats, 93 KB for n = 729) and everything else of one head stay
+ * in L2. The products are register-blocked tiles (AVX-512: 12 keys × 32 queries for q·k, 12 head
+ * dimensions × 32 queries for p·v) over keys stored in tiles and values in quads of keys.
+ *   ops_attn_head_f32 (the path for float files; 1e-13 NMSE against double): s = Σ_d q·k with fmaf in
+ *     d order, p = e^(fmaf(s, scale, -max·scale)), sum and o = Σ_j p·v with fmaf in key order,
+ *     out = o · (1 / sum).
+ *   ops_attn_head_q8 (the path for quantized files): int8 products with int32 sums.
+ *     q and k rows: one scale per token and head (amax/127), head_dim padded with zeros only to a
+ *       multiple of 4 (72 stays 72: no padding to blocks of 32); s = isum·(dq·dk), dq including
+ *       scale·log2(e), so the softmax is in powers of two: p = 2^(s - max) (a degree-5 exp2, relative
+ *       error 1.7e-7, ops_internal.h).
+ *     p in blocks of OPS_ATTN_KBLOCK (32) keys: quantized to 0..127 as rne(2^(s - cb)) with
+ *       cb = (block max) - log2(127) — the block's largest p maps to 127 — and block scale
+ *       dp = 2^(block max - max) / 127, per query.
+ *     v: -127..127 with one scale per head dimension and block of 32 keys.
+ *     o = Σ_blocks fmaf(isum, dp·dv, o) in block order; the softmax denominator is Σ_blocks isum·dp of
+ *       the same quantized p, so the output is an exact convex combination of the quantized values.
+ *     Against double-precision attention on random data (729 tokens, head_dim 72): NMSE 5.6e-5,
+ *     cosine 0.99997; the test bounds every case (peaked, near-uniform, outlier tokens, odd sizes) at
+ *     NMSE < 2e-3 and cosine > 0.999. Through the whole ViT the int8 attention adds about as much
+ *     error as the Q8_0 attention through matmul it replaces (see vit.h). */
+#ifndef BLUELMV_OPS_H
+#define BLUELMV_OPS_H
+
+#include <stdint.h>
+
+#define OPS_LANES 32         /* partial sums of a row reduction */
+#define OPS_ATTN_QBLOCK 32   /* queries per attention block (in vector lanes) */
+#define OPS_ATTN_KBLOCK 32   /* keys per scale block of the int8 attention's p and v (64: 5% faster
+                                attention, about 1.3x its error) */
+
+/* ---- elementwise (x and y may be the same array) ------------------------------------------------ */
+void ops_exp_f32(float *y, const float *x, int64_t n);          /* y = e^x */
+void ops_gelu_tanh(float *y, const float *x, int64_t n);        /* y = gelu_tanh(x) */
+void ops_gelu_erf(float *y, const float *x, int64_t n);         /* y = gelu_erf(x) */
+void ops_bias_gelu_tanh(float *x, const float *b, int64_t n);   /* x = gelu_tanh(x + b) */
+void ops_bias_gelu_erf(float *x, const float *b, int64_t n);    /* x = gelu_erf(x + b) */
+void ops_add(float *x, const float *y, int64_t n);              /* x = x + y */
+void ops_add_bias(float *x, const float *b, int64_t n);         /* x = x + b */
+void ops_add_bias_residual(float *x, const float *y, const float *b, int64_t n);  /* x = x + (y + b) */
+
+/* ---- rows -------------------------------------------------------------------------------------- */
+/* nn.LayerNorm(n, eps): mean = Σx / n; var = Σ(x - mean)² / n; inv = 1 / sqrtf(var + eps);
+ * out = fmaf((x - mean)·inv, w, b). Sums as described above. out may be x. */
+void ops_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+/* The residual add of a sublayer fused with the next LayerNorm:
+ *   x = x + (y + yb);  out = LayerNorm(x; w, b, eps)   (the same numbers as the two calls)
+ * out may be y (y is consumed before out is written) but not x. */
+void ops_residual_layernorm(float *x, const float *y, const float *yb, float *out, const float *w, const float *b,
+                            int64_t n, float eps);
+/* p[j] = e^(fmaf(s[j], scale, -m)) with m = max_j(s[j])·scale (scale > 0); returns Σ p[j] (float,
+ * partial sums as above). p may be s. The caller divides by the sum. */
+float ops_softmax_row(float *p, const float *s, int64_t n, float scale);
+
+/* ---- attention for one (tile, head) ------------------------------------------------------------- */
+typedef struct {
+    const float *q, *k, *v;     /* token t's head_dim values at q + t·ld (and k, v likewise) */
+    const float *bq, *bk, *bv;  /* the head's biases (head_dim each), added before anything else */
+    float *out;                 /* token t's output at out + t·ldo (head_dim values written) */
+    int64_t n;                  /* tokens (queries = keys) */
+    int64_t hd;                 /* head_dim */
+    int64_t ld, ldo;
+    float scale;                /* head_dim^-0.5 */
+} OpsAttn;
+
+/* Bytes of the work buffer one call needs (the same for both types and every kernel family). */
+int64_t ops_attn_work_bytes(int64_t n, int64_t hd);
+void ops_attn_head_f32(const OpsAttn *a, void *work);
+void ops_attn_head_q8(const OpsAttn *a, void *work);
+
+/* ---- kernel families ---------------------------------------------------------------------------- */
+void ops_exp_f32_ref(float *y, const float *x, int64_t n);
+void ops_gelu_tanh_ref(float *y, const float *x, int64_t n);
+void ops_gelu_erf_ref(float *y, const float *x, int64_t n);
+void ops_bias_gelu_tanh_ref(float *x, const float *b, int64_t n);
+void ops_bias_gelu_erf_ref(float *x, const float *b, int64_t n);
+void ops_add_ref(float *x, const float *y, int64_t n);
+void ops_add_bias_ref(float *x, const float *b, int64_t n);
+void ops_add_bias_residual_ref(float *x, const float *y, const float *b, int64_t n);
+void ops_layernorm_ref(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+void ops_residual_layernorm_ref(float *x, const float *y, const float *yb, float *out, const float *w, const float *b,
+                                int64_t n, float eps);
+float ops_softmax_row_ref(float *p, const float *s, int64_t n, float scale);
+void ops_attn_head_f32_ref(const OpsAttn *a, void *work);
+void ops_attn_head_q8_ref(const OpsAttn *a, void *work);
+
+/* The table of one kernel family (the _avx2 / _avx512 / _neon functions are reached through it). */
+typedef struct {
+    const char *name;
+    void (*exp_f32)(float *y, const float *x, int64_t n);
+    void (*gelu_tanh)(float *y, const float *x, int64_t n);
+    void (*gelu_erf)(float *y, const float *x, int64_t n);
+    void (*bias_gelu_tanh)(float *x, const float *b, int64_t n);
+    void (*bias_gelu_erf)(float *x, const float *b, int64_t n);
+    void (*add)(float *x, const float *y, int64_t n);
+    void (*add_bias)(float *x, const float *b, int64_t n);
+    void (*add_bias_residual)(float *x, const float *y, const float *b, int64_t n);
+    void (*layernorm)(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+    void (*residual_layernorm)(float *x, const float *y, const float *yb, float *out, const float *w, const float *b,
+                               int64_t n, float eps);
+    float (*softmax_row)(float *p, const float *s, int64_t n, float scale);
+    void (*attn_head_f32)(const OpsAttn *a, void *work);
+    void (*attn_head_q8)(const OpsAttn *a, void *work);
+} OpsKernels;
+
+extern const OpsKernels ops_kernels_ref;
+#if defined(__x86_64__) || defined(__i386__)
+extern const OpsKernels ops_kernels_avx2;
+extern const OpsKernels ops_kernels_avx512;
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+extern const OpsKernels ops_kernels_neon;
+#endif
+
+/* Which family the dispatcher chose ("ref", "avx2", "avx512", "neon"). */
+const char *ops_kernel_name(void);
+/* Force a family for tests and benchmarks ("ref", "avx2", "avx512", "neon"; NULL: automatic).
+ * Returns -1 if the CPU cannot run it. Not to be called while another thread is inside an op. */
+int ops_force_kernels(const char *name);
+
+#endif
