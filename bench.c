@@ -314,6 +314,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     printf("memory           peak RSS %.3f GB (ViT released before the LLM ran; RSS right after release %.3f GB)\n",
            peak_rss, (double)rss_after_release / 1e9);
     printf("paper (Dimensity 9300 NPU): load 0.47 s, encode 2.06 s, prefill 2.7 s, decode 24.4 tok/s, peak 2.2 GB\n");
+    fflush(stdout);  /* the sweeps take minutes: show the main table first */
 
     if (!o->no_sweeps) {
         /* Fig. 8: prefill chunk sweep (t32, t128, t512, whole input) */
@@ -331,6 +332,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
             bluelmv_free(bc);
             if (trc != 0) goto done;
             printf("  t%lld: prefill %.3f s, decode %.2f tok/s;", (long long)chunks[i], r.prefill_s, r.decode_tok_s);
+            fflush(stdout);
         }
         printf("\n");
         /* Fig. 7: ViT batch sweep (1, 2, 4, 6 tiles per batch) */

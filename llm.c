@@ -197,7 +197,6 @@ static int alloc_state(Llm *m, BlvError *err) {
         !(s->v = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
         !(s->att_out = blv_malloc((size_t)(T * q_dim) * fl, "activations", err)) ||
         !(s->att_scores = blv_malloc((size_t)(nth * m->n_ctx) * fl, "attention scores", err)) ||
-        !(s->att_vbuf = blv_malloc((size_t)(nth * c->head_dim) * fl, "attention buffer", err)) ||
         !(s->hb = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
         !(s->hb2 = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
         !(s->rope_cos = blv_malloc((size_t)(m->n_ctx * (c->rope_dim / 2)) * fl, "RoPE table", err)) ||
@@ -226,6 +225,10 @@ static int alloc_state(Llm *m, BlvError *err) {
     size_t cache_bytes = (size_t)(c->n_layers * m->n_ctx * s->kv_row_bytes);
     if (!(s->key_cache = blv_calloc(1, cache_bytes, "key cache", err)) ||
         !(s->value_cache = blv_calloc(1, cache_bytes, "value cache", err)))
+        return -1;
+    if (m->kv_type != TYPE_F32 &&
+        (!(s->key_f32 = blv_malloc((size_t)(m->n_ctx * kv_dim) * fl, "key staging", err)) ||
+         !(s->value_f32 = blv_malloc((size_t)(m->n_ctx * kv_dim) * fl, "value staging", err))))
         return -1;
 
     /* RoPE angles, computed in float as llama2.c and transformers do:
@@ -291,8 +294,8 @@ void llm_free(Llm *m) {
     free(w->embd_norm_b);
     free(w->output_norm);
     LlmState *s = &m->state;
-    void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att_scores, s->att_vbuf, s->hb, s->hb2,
-                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache};
+    void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att_scores, s->hb, s->hb2,
+                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache, s->key_f32, s->value_f32};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     threadpool_free(m->pool);
     memset(m, 0, sizeof *m);
@@ -346,28 +349,6 @@ static uint8_t *kv_row(const Llm *m, void *cache, int64_t layer, int64_t pos) {
     return (uint8_t *)cache + (size_t)((layer * m->n_ctx + pos) * m->state.kv_row_bytes);
 }
 
-/* q · (head slice of a cached row); head_dim elements starting at element `offset`. */
-static float kv_dot(int type, const uint8_t *row, int64_t offset, const float *q, int64_t n) {
-    if (type == TYPE_F32) return vec_dot_f32_f32(n, (const float *)row + offset, q);
-    if (type == TYPE_F16) return vec_dot_f16_f32(n, (const uint16_t *)row + offset, q);
-    /* Q8_0: offset and n are multiples of 32 (checked at init) */
-    const BlockQ8_0 *b = (const BlockQ8_0 *)row + offset / QK;
-    float sum = 0.0f;
-    for (int64_t j = 0; j < n / QK; j++) {
-        float d = fp16_to_fp32(b[j].d), s = 0.0f;
-        for (int i = 0; i < QK; i++) s += (float)b[j].qs[i] * q[j * QK + i];
-        sum += d * s;
-    }
-    return sum;
-}
-
-/* Dequantizes a head slice of a cached row into out. */
-static void kv_load(int type, const uint8_t *row, int64_t offset, float *out, int64_t n) {
-    if (type == TYPE_F32) memcpy(out, (const float *)row + offset, (size_t)n * sizeof(float));
-    else if (type == TYPE_F16) dequantize_row(TYPE_F16, (const uint16_t *)row + offset, out, n);
-    else dequantize_row(TYPE_Q8_0, (const BlockQ8_0 *)row + offset / QK, out, n);
-}
-
 static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const float *v) {
     int64_t kv_dim = m->config.n_kv_heads * m->config.head_dim;
     quantize_row(m->kv_type, k, kv_row(m, m->state.key_cache, layer, pos), kv_dim);
@@ -379,18 +360,21 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
 typedef struct {
     Llm *m;
     int64_t layer, T, pos0;
+    const float *keys, *values;   /* (pos0 + T, kv_dim) this layer's cache as f32 */
 } AttentionTask;
 
 /* One (token, head) pair: softmax(q·K^T / sqrt(head_dim)) · V over positions 0..pos (causal).
  *   attn_weights = softmax(query @ key.T * scaling + causal_mask); attn_output = attn_weights @ value */
-static void attention_one(Llm *m, int64_t layer, int64_t t, int64_t h, int64_t pos, float *scores, float *vbuf) {
+static void attention_one(const AttentionTask *a, int64_t t, int64_t h, float *scores) {
+    Llm *m = a->m;
     const LlmConfig *c = &m->config;
-    int64_t hd = c->head_dim, kv_head = h / (c->n_heads / c->n_kv_heads);  /* repeat_kv */
+    int64_t hd = c->head_dim, kv_dim = c->n_kv_heads * hd, pos = a->pos0 + t;
+    int64_t kv_head = h / (c->n_heads / c->n_kv_heads);  /* repeat_kv */
     const float *q = m->state.q + (t * c->n_heads + h) * hd;
     float scale = 1.0f / sqrtf((float)hd);
     float max = -INFINITY;
     for (int64_t s = 0; s <= pos; s++) {
-        scores[s] = kv_dot(m->kv_type, kv_row(m, m->state.key_cache, layer, s), kv_head * hd, q, hd) * scale;
+        scores[s] = vec_dot_f32_f32(hd, a->keys + s * kv_dim + kv_head * hd, q) * scale;
         if (scores[s] > max) max = scores[s];
     }
     float sum = 0.0f;
@@ -401,9 +385,9 @@ static void attention_one(Llm *m, int64_t layer, int64_t t, int64_t h, int64_t p
     float *out = m->state.att_out + (t * c->n_heads + h) * hd;
     memset(out, 0, (size_t)hd * sizeof(float));
     for (int64_t s = 0; s <= pos; s++) {
-        float a = scores[s] / sum;
-        kv_load(m->kv_type, kv_row(m, m->state.value_cache, layer, s), kv_head * hd, vbuf, hd);
-        for (int64_t i = 0; i < hd; i++) out[i] += a * vbuf[i];
+        float w = scores[s] / sum;
+        const float *v = a->values + s * kv_dim + kv_head * hd;
+        for (int64_t i = 0; i < hd; i++) out[i] += w * v[i];
     }
 }
 
@@ -413,11 +397,40 @@ static void attention_task(void *ctx, int ith, int nth) {
     int64_t n_heads = m->config.n_heads, start, end;
     split_range(a->T * n_heads, ith, nth, 1, &start, &end);
     float *scores = m->state.att_scores + (size_t)ith * m->n_ctx;
-    float *vbuf = m->state.att_vbuf + (size_t)ith * m->config.head_dim;
-    for (int64_t u = start; u < end; u++) {
-        int64_t t = u / n_heads, h = u % n_heads;
-        attention_one(m, a->layer, t, h, a->pos0 + t, scores, vbuf);
+    for (int64_t u = start; u < end; u++) attention_one(a, u / n_heads, u % n_heads, scores);
+}
+
+/* Converts rows [0, n) of one layer's F16/Q8_0 cache to f32 once per chunk, so that every query
+ * and every head sharing a KV head reads plain floats (instead of converting a row per use). */
+typedef struct {
+    Llm *m;
+    int64_t layer, n;
+} StageTask;
+
+static void stage_task(void *ctx, int ith, int nth) {
+    StageTask *st = ctx;
+    Llm *m = st->m;
+    int64_t kv_dim = m->config.n_kv_heads * m->config.head_dim, start, end;
+    split_range(st->n, ith, nth, 1, &start, &end);
+    for (int64_t r = start; r < end; r++) {
+        dequantize_row(m->kv_type, kv_row(m, m->state.key_cache, st->layer, r), m->state.key_f32 + r * kv_dim, kv_dim);
+        dequantize_row(m->kv_type, kv_row(m, m->state.value_cache, st->layer, r), m->state.value_f32 + r * kv_dim,
+                       kv_dim);
     }
+}
+
+static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
+    AttentionTask task = {m, layer, T, pos0, NULL, NULL};
+    if (m->kv_type == TYPE_F32) {
+        task.keys = (const float *)kv_row(m, m->state.key_cache, layer, 0);
+        task.values = (const float *)kv_row(m, m->state.value_cache, layer, 0);
+    } else {
+        StageTask st = {m, layer, pos0 + T};
+        threadpool_run(m->pool, stage_task, &st);
+        task.keys = m->state.key_f32;
+        task.values = m->state.value_f32;
+    }
+    threadpool_run(m->pool, attention_task, &task);
 }
 
 /* ---- forward ------------------------------------------------------------------------------------- */
@@ -446,8 +459,7 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
             /* key_states, value_states = past_key_value.update(key_states, value_states, layer_idx) */
             kv_store(m, l, pos0 + t, s->k + t * kv_dim, s->v + t * kv_dim);
         }
-        AttentionTask task = {m, l, T, pos0};
-        threadpool_run(m->pool, attention_task, &task);
+        attention(m, l, T, pos0);
         /* attn_output = self.o_proj(attn_output); hidden_states = residual + hidden_states */
         matmul_m(m, s->xb2, &L->wo, s->att_out, T);
         for (int64_t i = 0; i < T * dim; i++) s->x[i] += s->xb2[i];

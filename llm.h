@@ -82,13 +82,14 @@ typedef struct {
     float *v;               /* (chunk, n_kv_heads * head_dim) */
     float *att_out;         /* (chunk, n_heads * head_dim) */
     float *att_scores;      /* (n_threads, n_ctx) per-thread score row */
-    float *att_vbuf;        /* (n_threads, head_dim) per-thread dequantized V head */
     float *hb;              /* (chunk, ffn_dim) gate, then SiLU(gate) * up */
     float *hb2;             /* (chunk, ffn_dim) up */
     float *rope_cos;        /* (n_ctx, rope_dim / 2) */
     float *rope_sin;        /* (n_ctx, rope_dim / 2) */
     void *scratch;          /* quantized activations for matmul */
     int64_t scratch_bytes;
+    float *key_f32;         /* (n_ctx, n_kv_heads * head_dim) one layer's keys as f32 (NULL for an f32 cache) */
+    float *value_f32;       /* (n_ctx, n_kv_heads * head_dim) one layer's values as f32 (idem) */
     void *key_cache;        /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
     void *value_cache;      /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
     int64_t kv_row_bytes;
