@@ -9,7 +9,6 @@
 
 #include <math.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -505,7 +504,6 @@ static uint8_t *align_ptr(void *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(
 typedef struct {
     MatmulJob job;
     const QuantKernels *k;
-    atomic_int_fast64_t next_chunk;  /* GEMV: the next chunk of rows to hand out */
 } MatmulTask;
 
 static void quantize_token(const MatmulTask *task, int64_t t) {
@@ -553,20 +551,14 @@ static void prepare_task(void *p, int ith, int nth) {
     }
 }
 
-/* The GEMV hands out chunks of GEMV_CHUNK_ROWS output rows to whichever thread asks next (a thread
- * slowed down by something else on its core then simply does fewer); the kernel takes up to
+/* Output rows are split across threads in pieces aligned to 16 rows; the GEMV kernel takes up to
  * QGEMV_MAX_TOKENS tokens per pass over the weights. */
-enum { GEMV_CHUNK_ROWS = 128 };
-
 static void gemv_task(void *p, int ith, int nth) {
-    (void)ith, (void)nth;
-    MatmulTask *task = p;
-    const int64_t n_chunks = (task->job.n_out + GEMV_CHUNK_ROWS - 1) / GEMV_CHUNK_ROWS;
-    for (int64_t c = atomic_fetch_add(&task->next_chunk, 1); c < n_chunks; c = atomic_fetch_add(&task->next_chunk, 1)) {
-        int64_t r0 = c * GEMV_CHUNK_ROWS, r1 = min64(task->job.n_out, r0 + GEMV_CHUNK_ROWS);
-        for (int64_t t = 0; t < task->job.T; t += QGEMV_MAX_TOKENS)
-            task->k->gemv_q(&task->job, t, (int)min64(QGEMV_MAX_TOKENS, task->job.T - t), r0, r1);
-    }
+    const MatmulTask *task = p;
+    int64_t r0, r1;
+    split_range(task->job.n_out, ith, nth, 16, &r0, &r1);
+    for (int64_t t = 0; t < task->job.T && r0 < r1; t += QGEMV_MAX_TOKENS)
+        task->k->gemv_q(&task->job, t, (int)min64(QGEMV_MAX_TOKENS, task->job.T - t), r0, r1);
 }
 
 /* Adds (or, for the first K chunk, stores) a tile's results res[token][row] into out. */
@@ -681,7 +673,6 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
             int64_t n_out, int64_t T, void *scratch) {
     MatmulTask task;
     memset(&task, 0, sizeof task);
-    atomic_init(&task.next_chunk, 0);
     task.k = kernels();
     MatmulJob *job = &task.job;
     job->W = W;

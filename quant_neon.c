@@ -137,12 +137,13 @@ static inline void row_block_weights(const uint8_t *row, int wtype, int64_t b, i
     }
 }
 
-/* GEMV: out[t][r] for r in [r0, r1) and NT tokens t0.. at once; four rows at a time share each
- * activation load, and each weight block is unpacked once for the NT tokens. */
+/* GEMV: out[t][r] for r in [r0, r1) and NT tokens t0.. at once; four rows at a time (in
+ * gemv_step_rows order, quant.h) share each activation load, and each weight block is unpacked
+ * once for the NT tokens. */
 static inline __attribute__((always_inline)) void gemv_rows_neon(const MatmulJob *job, int64_t t0, const int NT,
-                                                                 int64_t r, int nrows) {
+                                                                 const int64_t idx[4], int nrows) {
     const uint8_t *rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+    for (int i = 0; i < 4; i++) rows[i] = job->W + idx[i] * job->row_bytes;
     float32x4_t acc[4][QGEMV_MAX_TOKENS];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -175,17 +176,18 @@ static inline __attribute__((always_inline)) void gemv_rows_neon(const MatmulJob
     for (int j = 0; j < NT; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) sums[j][i] = vaddvq_f32(acc[i][j]);
-    for (int j = 0; j < NT; j++) memcpy(job->out + (t0 + j) * job->n_out + r, sums[j], (size_t)nrows * sizeof(float));
+    for (int j = 0; j < NT; j++)
+        for (int i = 0; i < nrows; i++) job->out[(t0 + j) * job->n_out + idx[i]] = sums[j][i];
 }
 
 static void gemv_q_neon(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r += 4) {
-        int nrows = r1 - r < 4 ? (int)(r1 - r) : 4;
+    int64_t rows[4];
+    for (int64_t s = 0, n; (n = gemv_step_rows(r0, r1, s, rows)) > 0; s++) {
         switch (nt) {  /* each case a copy specialized for its token count */
-        case 1: gemv_rows_neon(job, t0, 1, r, nrows); break;
-        case 2: gemv_rows_neon(job, t0, 2, r, nrows); break;
-        case 3: gemv_rows_neon(job, t0, 3, r, nrows); break;
-        default: gemv_rows_neon(job, t0, 4, r, nrows); break;
+        case 1: gemv_rows_neon(job, t0, 1, rows, (int)n); break;
+        case 2: gemv_rows_neon(job, t0, 2, rows, (int)n); break;
+        case 3: gemv_rows_neon(job, t0, 3, rows, (int)n); break;
+        default: gemv_rows_neon(job, t0, 4, rows, (int)n); break;
         }
     }
 }

@@ -149,43 +149,29 @@ TARGET_AVX2 static void quantize_q8_0_avx2(const float *x, BlockQ8_0 *y, int32_t
     }
 }
 
-/* The GEMV (T = 1) streams each weight byte once and is limited by memory bandwidth. Rows are
- * processed four at a time (each activation block loaded once for four rows); the four rows are
- * four interleaved streams that the hardware prefetcher alone follows poorly (2x slower from DRAM
- * on Zen 4), so while working on rows [r, r+4) the loop prefetches rows [r+8, r+12) at the same
- * pace, one block column at a time (that region is contiguous: rows are stored back to back; two
- * groups ahead measured a little better than one). Weight scales go through the fp16 table (one
- * load instead of a convert). */
-static const uint8_t *gemv_prefetch_base(const MatmulJob *job, int64_t r) {
-    return r + 12 <= job->n_out ? job->W + (r + 8) * job->row_bytes : NULL;
-}
+/* The GEMV (T = 1) streams each weight byte once and is limited by memory bandwidth: four rows at
+ * a time share each activation load, in the order of gemv_step_rows (quant.h), and weight scales
+ * go through the fp16 table (one load instead of a convert). */
 
-/* Prefetch the part of the group of 4 rows at `next` that lines up with block b of rows [r, r+4). */
-INLINE void gemv_prefetch(const uint8_t *next, int64_t b, int64_t block_bytes) {
-    if (!next) return;
-    for (int64_t off = 0; off < 4 * block_bytes; off += 64)
-        _mm_prefetch((const char *)next + 4 * block_bytes * b + off, _MM_HINT_T0);
-}
-
-/* out[t0 + j][r + i] = the sum of acc[i][j]'s lanes, for the rows that exist. (All four rows are
+/* out[t0 + j][rows[i]] = the sum of acc[i][j]'s lanes, for the rows that exist. (All four rows are
  * summed, so that acc is indexed with constants only and stays in registers.) */
-TARGET_AVX2 INLINE void store_gemv_sums(const MatmulJob *job, int64_t t0, const int NT, int64_t r, int nrows,
-                                        __m256 acc[4][QGEMV_MAX_TOKENS]) {
+TARGET_AVX2 INLINE void store_gemv_sums(const MatmulJob *job, int64_t t0, const int NT, const int64_t rows[4],
+                                        int nrows, __m256 acc[4][QGEMV_MAX_TOKENS]) {
     float sums[QGEMV_MAX_TOKENS][4];
 #pragma GCC unroll 4
     for (int j = 0; j < NT; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) sums[j][i] = hsum_avx2(acc[i][j]);
-    for (int j = 0; j < NT; j++) memcpy(job->out + (t0 + j) * job->n_out + r, sums[j], (size_t)nrows * sizeof(float));
+    for (int j = 0; j < NT; j++)
+        for (int i = 0; i < nrows; i++) job->out[(t0 + j) * job->n_out + rows[i]] = sums[j][i];
 }
 
 /* GEMV: out[t][r] = vec_dot(W row r, xq[t]) for r in [r0, r1) and NT (1 or 2: AVX2 has 16
  * registers) tokens t0.. at once, each weight block unpacked once for the NT tokens. */
-TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const int NT, int64_t r, int nrows,
-                                       const int is_q4) {
-    const int64_t block_bytes = is_q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-    const uint8_t *rows[4], *next = gemv_prefetch_base(job, r);
-    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const int NT, const int64_t idx[4],
+                                       int nrows, const int is_q4) {
+    const uint8_t *rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = job->W + idx[i] * job->row_bytes;
     __m256 acc[4][QGEMV_MAX_TOKENS];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -200,7 +186,6 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
             a[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
             dy[j] = _mm256_set1_ps(quant_fp16_table[xb->d]);
         }
-        gemv_prefetch(next, b, block_bytes);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             __m256i w;
@@ -223,20 +208,20 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
             }
         }
     }
-    store_gemv_sums(job, t0, NT, r, nrows, acc);
+    store_gemv_sums(job, t0, NT, idx, nrows, acc);
 }
 
 TARGET_AVX2 static void gemv_q_avx2(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
     for (int64_t t = t0; t < t0 + nt; t += 2) {
         int two = t + 1 < t0 + nt;
-        for (int64_t r = r0; r < r1; r += 4) {
-            int nrows = r1 - r < 4 ? (int)(r1 - r) : 4;
+        int64_t rows[4];
+        for (int64_t s = 0, nrows; (nrows = gemv_step_rows(r0, r1, s, rows)) > 0; s++) {
             if (job->wtype == TYPE_Q4_0) {
-                if (two) gemv_rows_avx2(job, t, 2, r, nrows, 1);
-                else gemv_rows_avx2(job, t, 1, r, nrows, 1);
+                if (two) gemv_rows_avx2(job, t, 2, rows, (int)nrows, 1);
+                else gemv_rows_avx2(job, t, 1, rows, (int)nrows, 1);
             } else {
-                if (two) gemv_rows_avx2(job, t, 2, r, nrows, 0);
-                else gemv_rows_avx2(job, t, 1, r, nrows, 0);
+                if (two) gemv_rows_avx2(job, t, 2, rows, (int)nrows, 0);
+                else gemv_rows_avx2(job, t, 1, rows, (int)nrows, 0);
             }
         }
     }
@@ -529,7 +514,7 @@ TARGET_AVX512 static void quantize_q8_0_avx512(const float *x, BlockQ8_0 *y, int
     }
 }
 
-/* GEMV, one token, 4 rows at a time (prefetching as the AVX2 one). Per block: a = the token's 32
+/* GEMV, NT tokens, 4 rows at a time (in gemv_step_rows order). Per block: a = the token's 32
  * int8, corr = -o * sum(a) in lane 0 (o = 8 for Q4_0 nibbles, 128 for Q8_0 + 128); for each row
  * vpdpbusd(corr, w, a) leaves 8 lanes that add up to the exact int dot, then
  * acc += float(lanes) * dx * dy. */
@@ -544,12 +529,11 @@ TARGET_AVX512 INLINE __m256i gemv_weights_avx512(const uint8_t *row, int is_q4, 
     return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w->qs), _mm256_set1_epi8((char)0x80));
 }
 
-TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, const int NT, int64_t r, int nrows,
-                                           const int is_q4) {
+TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, const int NT, const int64_t idx[4],
+                                           int nrows, const int is_q4) {
     const int offset = is_q4 ? 8 : 128;
-    const int64_t block_bytes = is_q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-    const uint8_t *rows[4], *next = gemv_prefetch_base(job, r);
-    for (int i = 0; i < 4; i++) rows[i] = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
+    const uint8_t *rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = job->W + idx[i] * job->row_bytes;
     __m256 acc[4][QGEMV_MAX_TOKENS];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -565,7 +549,6 @@ TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, con
             corr[j] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-offset * job->xsum[(t0 + j) * job->nb + b]));
             dy[j] = _mm256_set1_ps(quant_fp16_table[xb->d]);
         }
-        gemv_prefetch(next, b, block_bytes);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             uint16_t dx;
@@ -578,26 +561,21 @@ TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, con
             }
         }
     }
-    store_gemv_sums(job, t0, NT, r, nrows, acc);
+    store_gemv_sums(job, t0, NT, idx, nrows, acc);
 }
 
 TARGET_AVX512 static void gemv_q_avx512(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r += 4) {
-        int nrows = r1 - r < 4 ? (int)(r1 - r) : 4, q4 = job->wtype == TYPE_Q4_0;
+    const int q4 = job->wtype == TYPE_Q4_0;
+    int64_t rows[4];
+    for (int64_t s = 0, n; (n = gemv_step_rows(r0, r1, s, rows)) > 0; s++) {
+        const int k = (int)n;
         switch (nt) {  /* each case a copy specialized for its token count */
-        case 1: q4 ? gemv_rows_avx512(job, t0, 1, r, nrows, 1) : gemv_rows_avx512(job, t0, 1, r, nrows, 0); break;
-        case 2: q4 ? gemv_rows_avx512(job, t0, 2, r, nrows, 1) : gemv_rows_avx512(job, t0, 2, r, nrows, 0); break;
-        case 3: q4 ? gemv_rows_avx512(job, t0, 3, r, nrows, 1) : gemv_rows_avx512(job, t0, 3, r, nrows, 0); break;
-        default: q4 ? gemv_rows_avx512(job, t0, 4, r, nrows, 1) : gemv_rows_avx512(job, t0, 4, r, nrows, 0); break;
+        case 1: q4 ? gemv_rows_avx512(job, t0, 1, rows, k, 1) : gemv_rows_avx512(job, t0, 1, rows, k, 0); break;
+        case 2: q4 ? gemv_rows_avx512(job, t0, 2, rows, k, 1) : gemv_rows_avx512(job, t0, 2, rows, k, 0); break;
+        case 3: q4 ? gemv_rows_avx512(job, t0, 3, rows, k, 1) : gemv_rows_avx512(job, t0, 3, rows, k, 0); break;
+        default: q4 ? gemv_rows_avx512(job, t0, 4, rows, k, 1) : gemv_rows_avx512(job, t0, 4, rows, k, 0); break;
         }
     }
-}
-
-TARGET_AVX512 INLINE __m512 load_row16_avx512(const uint8_t *row, int wtype, int64_t k) {
-    if (wtype == TYPE_F32) return _mm512_loadu_ps((const float *)row + k);
-    if (wtype == TYPE_F16) return load_f16x16_avx512((const uint16_t *)row + k);
-    __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));  /* bf16 -> f32 */
 }
 
 /* 16 elements of a float row from element k on, the ones at or past n read as 0 (masked load). */
