@@ -238,7 +238,8 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     char synthetic[256] = "";
     const char *image = o->image_path;
     if (!image) {
-        snprintf(synthetic, sizeof synthetic, "/tmp/bluelmv-bench-%d.ppm", (int)getpid());
+        const char *tmp = getenv("TMPDIR");
+        snprintf(synthetic, sizeof synthetic, "%s/bluelmv-bench-%d.ppm", tmp && tmp[0] ? tmp : "/tmp", (int)getpid());
         if (write_synthetic_image(synthetic, o->image_w, o->image_h, err) != 0) return -1;
         image = synthetic;
     }
