@@ -4,8 +4,9 @@
  *   read bandwidth  — GB/s of streaming a buffer much larger than the caches, all threads;
  *   int8 peak       — GOP/s of the best int8 dot instruction (one multiply-add = 2 ops), all threads.
  * Speeds:
- *   tg (decode)     — tokens/s generating one token at a time; its roofline fraction is
- *                     (weight bytes read per token × tok/s) / read bandwidth;
+ *   tg (decode)     — tokens/s generating one token at a time, after --depth tokens of context;
+ *                     its roofline fraction is (bytes read per token × tok/s) / read bandwidth,
+ *                     the bytes being the weight matrices plus the KV-cache rows attention reads;
  *   pp (prefill)    — tokens/s evaluating a prompt of N tokens from an empty cache; its fraction is
  *                     (matrix-multiply ops + attention ops) per second / int8 peak.
  * Each figure is the median of `reps` repetitions; progress goes to stderr. */
@@ -71,6 +72,13 @@ static double prefill_ops(const Llm *m, int64_t T) {
     return 2.0 * (per_token * (double)T + (double)matrix_elems(&m->weights.output) + attention);
 }
 
+/* Bytes one decode step must read from memory at `context` tokens of context: every weight matrix
+ * once, and every layer's cached K and V rows 0..context. */
+static double decode_bytes(const Llm *m, int64_t context) {
+    return (double)m->weight_bytes +
+           2.0 * (double)m->config.n_layers * (double)(context + 1) * (double)m->state.kv_row_bytes;
+}
+
 static void fill_tokens(int32_t *ids, int64_t n, int64_t vocab, uint64_t *state) {
     for (int64_t i = 0; i < n; i++) {
         *state = *state * 6364136223846793005ull + 1442695040888963407ull;
@@ -87,7 +95,8 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     params.model_path = o->model_path;
     params.n_threads = o->n_threads;
     params.kv_type = o->kv_type;
-    params.n_ctx = o->prompt_tokens + 8 > o->tg_tokens + 8 ? o->prompt_tokens + 8 : o->tg_tokens + 8;
+    params.n_ctx = o->prompt_tokens + 8 > o->depth + o->tg_tokens + 8 ? o->prompt_tokens + 8
+                                                                       : o->depth + o->tg_tokens + 8;
     double t_load = blv_now();
     Bluelmv *b = bluelmv_load(&params, err);
     if (!b) return -1;
@@ -95,10 +104,12 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     Llm *m = bluelmv_llm(b);
     if (params.n_ctx > m->config.context_length) {
         bluelmv_free(b);
-        return blv_fail(err, "%s: --prompt-tokens %lld does not fit the model's context of %lld", o->model_path,
-                        (long long)o->prompt_tokens, (long long)m->config.context_length);
+        return blv_fail(err, "%s: --prompt-tokens %lld or --depth %lld + --tg-tokens %lld does not fit the model's "
+                        "context of %lld", o->model_path, (long long)o->prompt_tokens, (long long)o->depth,
+                        (long long)o->tg_tokens, (long long)m->config.context_length);
     }
-    int64_t vocab = m->config.vocab_size, n_ids = o->prompt_tokens > o->tg_tokens ? o->prompt_tokens : o->tg_tokens;
+    int64_t vocab = m->config.vocab_size, n_tg = o->depth + o->tg_tokens;
+    int64_t n_ids = o->prompt_tokens > n_tg ? o->prompt_tokens : n_tg;
     int32_t *ids = malloc((size_t)n_ids * sizeof(int32_t));
     double *tg = calloc((size_t)o->reps, sizeof(double)), *pp = calloc((size_t)o->reps, sizeof(double));
     if (!ids || !tg || !pp) {
@@ -122,12 +133,12 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         double t0 = blv_now();
         rc = bluelmv_eval(b, ids, o->prompt_tokens, err);
         pp[r] = (double)o->prompt_tokens / (blv_now() - t0);
-        /* decode: tg_tokens single-token evaluations after BOS */
-        fill_tokens(ids, o->tg_tokens, vocab, &rng);
+        /* decode: tg_tokens single-token evaluations after BOS and `depth` more tokens (one prefill) */
+        fill_tokens(ids, n_tg, vocab, &rng);
         bluelmv_reset(b);
-        if (rc == 0) rc = bluelmv_eval(b, ids, 1, err);
+        if (rc == 0) rc = bluelmv_eval(b, ids, o->depth + 1, err);
         t0 = blv_now();
-        for (int64_t i = 1; i < o->tg_tokens && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
+        for (int64_t i = o->depth + 1; i < n_tg && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
         tg[r] = (double)(o->tg_tokens - 1) / (blv_now() - t0);
     }
     if (isatty(2)) fprintf(stderr, "\n");
@@ -138,23 +149,27 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     if (rc == 0) {
         double tg_med = median(tg, o->reps), pp_med = median(pp, o->reps);
         double gb_per_token = (double)m->weight_bytes / 1e9;
-        double tg_fraction = gb_per_token * tg_med / bandwidth;
+        /* the mean context over the timed steps: depth + 1 .. depth + tg_tokens - 1 */
+        double tg_gb = decode_bytes(m, o->depth + o->tg_tokens / 2) / 1e9;
+        double tg_fraction = tg_gb * tg_med / bandwidth;
         double pp_gops = prefill_ops(m, o->prompt_tokens) / 1e9 * pp_med / (double)o->prompt_tokens;
         double pp_fraction = pp_gops / peak;
         if (o->json) {
             printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"load_s\": %.3f, "
                    "\"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, \"weight_gb\": %.4f, "
+                   "\"tg_depth\": %lld, \"tg_gb_per_token\": %.4f, "
                    "\"tg_tok_s\": %.3f, \"tg_roofline_fraction\": %.4f, \"pp_tokens\": %lld, \"pp_tok_s\": %.3f, "
                    "\"pp_gops\": %.2f, \"pp_peak_fraction\": %.4f, \"peak_rss_gb\": %.3f}\n",
                    o->model_path, threadpool_size(pool), quant_kernel_name(), t_load, bandwidth, peak, gb_per_token,
-                   tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss);
+                   (long long)o->depth, tg_gb, tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss);
         } else {
             printf("model            %s (%.3f GB of weight matrices), loaded in %.2f s\n", o->model_path, gb_per_token, t_load);
             printf("threads          %d, kernels %s\n", threadpool_size(pool), quant_kernel_name());
             printf("read bandwidth   %.2f GB/s (probe, median of 5)\n", bandwidth);
             printf("int8 peak        %.1f GOP/s (probe, median of 5)\n", peak);
-            printf("tg               %.2f tok/s = %.2f GB/s of weights = %.1f%% of read bandwidth (median of %d)\n",
-                   tg_med, gb_per_token * tg_med, 100.0 * tg_fraction, o->reps);
+            printf("tg               %.2f tok/s at depth %lld = %.2f GB/s of weights and KV cache (%.3f GB per token) "
+                   "= %.1f%% of read bandwidth (median of %d)\n",
+                   tg_med, (long long)o->depth, tg_gb * tg_med, tg_gb, 100.0 * tg_fraction, o->reps);
             printf("pp%-4lld           %.2f tok/s = %.1f GOP/s = %.1f%% of int8 peak (median of %d)\n",
                    (long long)o->prompt_tokens, pp_med, pp_gops, 100.0 * pp_fraction, o->reps);
             printf("peak RSS         %.3f GB\n", rss);
@@ -278,16 +293,17 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     double bandwidth, peak;
     probe_limits(m->pool, &bandwidth, &peak);
     double encode_total = img->decode_s + img->preprocess_s + img->encode_s;
+    double decode_gb = decode_bytes(m, main_run.n_input + o->tg_tokens / 2) / 1e9;
     if (o->json) {
         printf("{\"threads\": %d, \"kernels\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, "
                "\"llm_gb\": %.4f, \"vit_gb\": %.4f, \"load_s\": %.3f, \"grid\": \"%d:%d\", \"vit_inputs\": %lld, "
                "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, "
                "\"vit_blocks_s\": %.3f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
-               "\"ttft_s\": %.3f, \"peak_rss_gb\": %.3f}\n",
+               "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f}\n",
                o->n_threads, quant_kernel_name(), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
                img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
                img->conv_hidden_s, img->blocks_s, (long long)main_run.n_input, main_run.prefill_s,
-               main_run.decode_tok_s, main_run.ttft_s, peak_rss);
+               main_run.decode_tok_s, decode_gb * main_run.decode_tok_s / bandwidth, main_run.ttft_s, peak_rss);
         rc = 0;
         goto done;
     }
@@ -308,8 +324,9 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
            (long long)main_run.n_input, (long long)img->n_tokens, main_run.prefill_s,
            (double)main_run.n_input / main_run.prefill_s, ops / 1e9 / main_run.prefill_s,
            100.0 * ops / 1e9 / main_run.prefill_s / peak);
-    printf("LLM decode       %.2f tok/s at context %lld = %.1f%% of the read-bandwidth roofline\n", main_run.decode_tok_s,
-           (long long)main_run.n_input, 100.0 * gb_per_token * main_run.decode_tok_s / bandwidth);
+    printf("LLM decode       %.2f tok/s at context %lld = %.1f%% of the read-bandwidth roofline (%.3f GB of weights "
+           "and KV cache per token)\n", main_run.decode_tok_s, (long long)main_run.n_input,
+           100.0 * decode_gb * main_run.decode_tok_s / bandwidth, decode_gb);
     printf("time to first token  %.3f s after the prompt (prefill); %.3f s including the image encode\n",
            main_run.ttft_s, main_run.ttft_s + encode_total);
     printf("memory           peak RSS %.3f GB (ViT released before the LLM ran; RSS right after release %.3f GB)\n",

@@ -11,6 +11,7 @@ typedef struct {
     int reps;               /* repetitions per measurement; medians are reported (default 5) */
     int64_t prompt_tokens;  /* prefill length (default 128) */
     int64_t tg_tokens;      /* decoded tokens per repetition (default 32) */
+    int64_t depth;          /* tokens already in the context when decode is timed (llama-bench -d) */
     int kv_type;            /* -1: F16 */
     int json;               /* results as JSON on stdout */
     /* the multimodal benchmark (the paper's Table 5), when mmproj_path is set */

@@ -65,6 +65,9 @@ static int read_config(const GgufFile *f, LlmConfig *c, BlvError *err) {
         return blv_fail(err, "%s: head_count %lld is not a multiple of head_count_kv %lld", f->path,
                         (long long)c->n_heads, (long long)c->n_kv_heads);
     c->head_dim = c->dim / c->n_heads;
+    if (c->n_heads / c->n_kv_heads > 64)
+        return blv_fail(err, "%s: %lld query heads share each KV head; bluelmv supports at most 64", f->path,
+                        (long long)(c->n_heads / c->n_kv_heads));
     if (read_int_key(f, "llama", "rope.dimension_count", c->head_dim, &c->rope_dim, err)) return -1;
     if (c->rope_dim > c->head_dim || c->rope_dim % 2 != 0)
         return blv_fail(err, "%s: rope.dimension_count %lld must be even and at most the head size %lld", f->path,
@@ -189,6 +192,7 @@ static int alloc_state(Llm *m, BlvError *err) {
     int64_t T = m->chunk, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     int nth = threadpool_size(m->pool);
     size_t fl = sizeof(float);
+    s->att_group = c->n_heads / c->n_kv_heads;
     if (!(s->x = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
         !(s->xb = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
         !(s->xb2 = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
@@ -196,7 +200,8 @@ static int alloc_state(Llm *m, BlvError *err) {
         !(s->k = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
         !(s->v = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
         !(s->att_out = blv_malloc((size_t)(T * q_dim) * fl, "activations", err)) ||
-        !(s->att_scores = blv_malloc((size_t)(nth * m->n_ctx) * fl, "attention scores", err)) ||
+        !(s->att_scores = blv_malloc((size_t)(nth * (s->att_group * m->n_ctx + c->head_dim)) * fl,
+                                     "attention scores", err)) ||
         !(s->hb = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
         !(s->hb2 = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
         !(s->rope_cos = blv_malloc((size_t)(m->n_ctx * (c->rope_dim / 2)) * fl, "RoPE table", err)) ||
@@ -226,7 +231,7 @@ static int alloc_state(Llm *m, BlvError *err) {
     if (!(s->key_cache = blv_calloc(1, cache_bytes, "key cache", err)) ||
         !(s->value_cache = blv_calloc(1, cache_bytes, "value cache", err)))
         return -1;
-    if (m->kv_type != TYPE_F32 &&
+    if (m->kv_type == TYPE_Q8_0 &&
         (!(s->key_f32 = blv_malloc((size_t)(m->n_ctx * kv_dim) * fl, "key staging", err)) ||
          !(s->value_f32 = blv_malloc((size_t)(m->n_ctx * kv_dim) * fl, "value staging", err))))
         return -1;
@@ -357,51 +362,78 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
 
 /* ---- attention ---------------------------------------------------------------------------------- */
 
+/* Work is shared out in units of (token, KV head): the n_heads / n_kv_heads query heads that read
+ * one KV head (repeat_kv) go together, so each cached K and V row is fetched from memory once per
+ * token and then served from L1 to the whole group. An F16 cache is read as it is stored (the f16
+ * dot converts exactly, with the same order of sums as the f32 dot: the numbers equal converting
+ * the cache first); a Q8_0 cache is converted to f32 once per chunk (stage_task). */
 typedef struct {
     Llm *m;
     int64_t layer, T, pos0;
-    const float *keys, *values;   /* (pos0 + T, kv_dim) this layer's cache as f32 */
+    const void *keys, *values;    /* (pos0 + T, kv_dim) this layer's cache: f32, or f16 if is_f16 */
+    int is_f16;
 } AttentionTask;
 
-/* One (token, head) pair: softmax(q·K^T / sqrt(head_dim)) · V over positions 0..pos (causal).
- *   attn_weights = softmax(query @ key.T * scaling + causal_mask); attn_output = attn_weights @ value */
-static void attention_one(const AttentionTask *a, int64_t t, int64_t h, float *scores) {
+static const void *kv_head_row(const AttentionTask *a, const void *base, int64_t s, int64_t kv_head) {
+    int64_t hd = a->m->config.head_dim, kv_dim = a->m->config.n_kv_heads * hd;
+    size_t elem = a->is_f16 ? sizeof(uint16_t) : sizeof(float);
+    return (const uint8_t *)base + (size_t)(s * kv_dim + kv_head * hd) * elem;
+}
+
+/* The query heads [h0, h0 + group) of token t, all reading KV head kv_head, over positions 0..pos
+ * (causal):  attn_weights = softmax(query @ key.T * scaling + causal_mask); attn_output = attn_weights @ value
+ * scores: group rows of n_ctx floats; vrow: head_dim floats. */
+static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, float *scores, float *vrow) {
     Llm *m = a->m;
     const LlmConfig *c = &m->config;
-    int64_t hd = c->head_dim, kv_dim = c->n_kv_heads * hd, pos = a->pos0 + t;
-    int64_t kv_head = h / (c->n_heads / c->n_kv_heads);  /* repeat_kv */
-    const float *q = m->state.q + (t * c->n_heads + h) * hd;
+    int64_t hd = c->head_dim, group = c->n_heads / c->n_kv_heads, pos = a->pos0 + t, h0 = kv_head * group;
+    const float *q = m->state.q + (t * c->n_heads + h0) * hd;
+    float *out = m->state.att_out + (t * c->n_heads + h0) * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    float max = -INFINITY;
     for (int64_t s = 0; s <= pos; s++) {
-        scores[s] = vec_dot_f32_f32(hd, a->keys + s * kv_dim + kv_head * hd, q) * scale;
-        if (scores[s] > max) max = scores[s];
+        const void *k = kv_head_row(a, a->keys, s, kv_head);
+        for (int64_t g = 0; g < group; g++)
+            scores[g * m->n_ctx + s] = (a->is_f16 ? vec_dot_f16_f32(hd, k, q + g * hd)
+                                                  : vec_dot_f32_f32(hd, k, q + g * hd)) * scale;
     }
-    float sum = 0.0f;
-    for (int64_t s = 0; s <= pos; s++) {
-        scores[s] = expf(scores[s] - max);
-        sum += scores[s];
+    float sums[64];  /* group <= 64: checked at load */
+    for (int64_t g = 0; g < group; g++) {
+        float *sc = scores + g * m->n_ctx, max = -INFINITY, sum = 0.0f;
+        for (int64_t s = 0; s <= pos; s++)
+            if (sc[s] > max) max = sc[s];
+        for (int64_t s = 0; s <= pos; s++) {
+            sc[s] = expf(sc[s] - max);
+            sum += sc[s];
+        }
+        sums[g] = sum;
     }
-    float *out = m->state.att_out + (t * c->n_heads + h) * hd;
-    memset(out, 0, (size_t)hd * sizeof(float));
+    memset(out, 0, (size_t)(group * hd) * sizeof(float));
     for (int64_t s = 0; s <= pos; s++) {
-        float w = scores[s] / sum;
-        const float *v = a->values + s * kv_dim + kv_head * hd;
-        for (int64_t i = 0; i < hd; i++) out[i] += w * v[i];
+        const float *v = kv_head_row(a, a->values, s, kv_head);
+        if (a->is_f16) {
+            dequantize_row(TYPE_F16, v, vrow, hd);
+            v = vrow;
+        }
+        for (int64_t g = 0; g < group; g++) {
+            float w = scores[g * m->n_ctx + s] / sums[g];
+            float *o = out + g * hd;
+            for (int64_t i = 0; i < hd; i++) o[i] += w * v[i];
+        }
     }
 }
 
 static void attention_task(void *ctx, int ith, int nth) {
     AttentionTask *a = ctx;
     Llm *m = a->m;
-    int64_t n_heads = m->config.n_heads, start, end;
-    split_range(a->T * n_heads, ith, nth, 1, &start, &end);
-    float *scores = m->state.att_scores + (size_t)ith * m->n_ctx;
-    for (int64_t u = start; u < end; u++) attention_one(a, u / n_heads, u % n_heads, scores);
+    int64_t n_kv_heads = m->config.n_kv_heads, start, end;
+    split_range(a->T * n_kv_heads, ith, nth, 1, &start, &end);
+    float *scores = m->state.att_scores + (size_t)ith * (size_t)(m->state.att_group * m->n_ctx + m->config.head_dim);
+    float *vrow = scores + m->state.att_group * m->n_ctx;
+    for (int64_t u = start; u < end; u++) attention_group(a, u / n_kv_heads, u % n_kv_heads, scores, vrow);
 }
 
-/* Converts rows [0, n) of one layer's F16/Q8_0 cache to f32 once per chunk, so that every query
- * and every head sharing a KV head reads plain floats (instead of converting a row per use). */
+/* Converts rows [0, n) of one layer's Q8_0 cache to f32 once per chunk, so that every query and
+ * every head reads plain floats (instead of converting a row per use). */
 typedef struct {
     Llm *m;
     int64_t layer, n;
@@ -420,11 +452,9 @@ static void stage_task(void *ctx, int ith, int nth) {
 }
 
 static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
-    AttentionTask task = {m, layer, T, pos0, NULL, NULL};
-    if (m->kv_type == TYPE_F32) {
-        task.keys = (const float *)kv_row(m, m->state.key_cache, layer, 0);
-        task.values = (const float *)kv_row(m, m->state.value_cache, layer, 0);
-    } else {
+    AttentionTask task = {m, layer, T, pos0, kv_row(m, m->state.key_cache, layer, 0),
+                          kv_row(m, m->state.value_cache, layer, 0), m->kv_type == TYPE_F16};
+    if (m->kv_type == TYPE_Q8_0) {
         StageTask st = {m, layer, pos0 + T};
         threadpool_run(m->pool, stage_task, &st);
         task.keys = m->state.key_f32;
@@ -448,9 +478,10 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
         /* hidden_states = self.input_layernorm(hidden_states) */
         for (int64_t t = 0; t < T; t++) rmsnorm(s->xb + t * dim, s->x + t * dim, L->attn_norm, dim, c->rms_eps);
         /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
-        matmul_m(m, s->q, &L->wq, s->xb, T);
-        matmul_m(m, s->k, &L->wk, s->xb, T);
-        matmul_m(m, s->v, &L->wv, s->xb, T);
+        MatmulPart qkv[3] = {{s->q, L->wq.data, L->wq.type, L->wq.rows},
+                             {s->k, L->wk.data, L->wk.type, L->wk.rows},
+                             {s->v, L->wv.data, L->wv.type, L->wv.rows}};
+        matmul_shared_input(m->pool, qkv, 3, s->xb, dim, T, s->scratch);
         /* query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin) */
         for (int64_t t = 0; t < T; t++) {
             const float *cr = s->rope_cos + (pos0 + t) * half, *sr = s->rope_sin + (pos0 + t) * half;
@@ -467,12 +498,10 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
         /* hidden_states = self.post_attention_layernorm(hidden_states) */
         for (int64_t t = 0; t < T; t++) rmsnorm(s->xb + t * dim, s->x + t * dim, L->ffn_norm, dim, c->rms_eps);
         /* down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
-        matmul_m(m, s->hb, &L->w_gate, s->xb, T);
-        matmul_m(m, s->hb2, &L->w_up, s->xb, T);
-        for (int64_t i = 0; i < T * c->ffn_dim; i++) {
-            float g = s->hb[i];
-            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];  /* SiLU(g) = g * sigmoid(g) */
-        }
+        /* (the products and SiLU(g) * up = g / (1 + exp(-g)) * up, each thread on its own rows) */
+        MatmulPart gate = {s->hb, L->w_gate.data, L->w_gate.type, L->w_gate.rows};
+        MatmulPart up = {s->hb2, L->w_up.data, L->w_up.type, L->w_up.rows};
+        matmul_swiglu(m->pool, gate, up, s->xb, dim, T, s->scratch);
         matmul_m(m, s->xb2, &L->w_down, s->hb, T);
         for (int64_t i = 0; i < T * dim; i++) s->x[i] += s->xb2[i];
         if (m->dump) {

@@ -81,14 +81,16 @@ typedef struct {
     float *k;               /* (chunk, n_kv_heads * head_dim) */
     float *v;               /* (chunk, n_kv_heads * head_dim) */
     float *att_out;         /* (chunk, n_heads * head_dim) */
-    float *att_scores;      /* (n_threads, n_ctx) per-thread score row */
+    float *att_scores;      /* (n_threads, att_group * n_ctx + head_dim) per thread: the scores of a
+                               group of query heads, then one V row converted from f16 */
+    int64_t att_group;      /* n_heads / n_kv_heads: query heads per KV head */
     float *hb;              /* (chunk, ffn_dim) gate, then SiLU(gate) * up */
     float *hb2;             /* (chunk, ffn_dim) up */
     float *rope_cos;        /* (n_ctx, rope_dim / 2) */
     float *rope_sin;        /* (n_ctx, rope_dim / 2) */
     void *scratch;          /* quantized activations for matmul */
     int64_t scratch_bytes;
-    float *key_f32;         /* (n_ctx, n_kv_heads * head_dim) one layer's keys as f32 (NULL for an f32 cache) */
+    float *key_f32;         /* (n_ctx, n_kv_heads * head_dim) one layer's Q8_0 keys as f32 (else NULL) */
     float *value_f32;       /* (n_ctx, n_kv_heads * head_dim) one layer's values as f32 (idem) */
     void *key_cache;        /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
     void *value_cache;      /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */

@@ -206,6 +206,7 @@ static const char *bench_usage =
     "      --reps N         repetitions per measurement (default 5)\n"
     "      --prompt-tokens N  prefill length (default 128)\n"
     "      --tg-tokens N    decoded tokens per repetition (default 32)\n"
+    "  -d, --depth N        tokens already in the context when decode is timed (default 0)\n"
     "      --kv TYPE        KV cache type (default f16)\n"
     "      --json           print the results as one JSON object on stdout\n";
 
@@ -960,6 +961,9 @@ static int cmd_bench(int argc, char **argv) {
         } else if (matches(a, NULL, "--tg-tokens")) {
             if (int_option(cmd, a, take_value(argc, argv, &i, cmd), 1, 1 << 20, &v)) return 2;
             o.tg_tokens = v;
+        } else if (matches(a, "-d", "--depth")) {
+            if (int_option(cmd, a, take_value(argc, argv, &i, cmd), 0, 1 << 20, &v)) return 2;
+            o.depth = v;
         } else if (matches(a, NULL, "--kv")) {
             if (kv_option(cmd, take_value(argc, argv, &i, cmd), &o.kv_type)) return 2;
         } else if (matches(a, NULL, "--json")) {

@@ -234,11 +234,14 @@ void quantize_row(int type, const float *src, void *dst, int64_t n) {
     }
 }
 
+static const QuantKernels *kernels(void);  /* the active family; fills quant_fp16_table */
+
 void dequantize_row(int type, const void *src, float *dst, int64_t n) {
     switch (type) {
     case TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case TYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_fp32(((const uint16_t *)src)[i]);
+    case TYPE_F16:  /* the table holds fp16_to_fp32 of every half */
+        kernels();
+        for (int64_t i = 0; i < n; i++) dst[i] = quant_fp16_table[((const uint16_t *)src)[i]];
         break;
     case TYPE_BF16:
         for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_fp32(((const uint16_t *)src)[i]);
@@ -702,6 +705,100 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
         threadpool_run(pool, prepare_task, &task);
         threadpool_run(pool, gemm_task, &task);
     }
+}
+
+/* ---- several matrices, one input ---------------------------------------------------------------
+ * A layer's q, k and v projections (and its gate and up projections) read the same input. Doing
+ * them as one job quantizes the input once and wakes the threads once: each thread takes the same
+ * share of every matrix's rows (split_range with the GEMV/GEMM alignment) and goes through them one
+ * matrix after the other, so the memory stream never stops at a barrier between two matrices. With
+ * the same share of the gate and up rows, a thread can apply SwiGLU to its rows as soon as it has
+ * them. */
+enum { MATMUL_MAX_PARTS = 3 };
+
+typedef struct {
+    MatmulTask parts[MATMUL_MAX_PARTS];
+    int n_parts;
+    int use_gemm;
+    int swiglu;   /* parts[0] is the gate, parts[1] the up projection: gate rows become SwiGLU */
+} MultiTask;
+
+/* hidden = silu(gate) * up, silu(g) = g * sigmoid(g), for rows [r0, r1) of T tokens */
+static void swiglu_rows(float *gate, const float *up, int64_t n, int64_t T, int64_t r0, int64_t r1) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            float g = gate[t * n + r];
+            gate[t * n + r] = g / (1.0f + expf(-g)) * up[t * n + r];
+        }
+}
+
+static void multi_task(void *p, int ith, int nth) {
+    MultiTask *mt = p;
+    for (int i = 0; i < mt->n_parts; i++) (mt->use_gemm ? gemm_task : gemv_task)(&mt->parts[i], ith, nth);
+    if (mt->swiglu) {
+        const MatmulJob *gate = &mt->parts[0].job, *up = &mt->parts[1].job;
+        int64_t r0, r1;
+        split_range(gate->n_out, ith, nth, 16, &r0, &r1);  /* the rows gemv_task/gemm_task gave this thread */
+        swiglu_rows(gate->out, up->out, gate->n_out, gate->T, r0, r1);
+    }
+}
+
+static int can_share_input(const MatmulPart *parts, int n_parts) {
+    if (n_parts < 1 || n_parts > MATMUL_MAX_PARTS) return 0;
+    for (int i = 0; i < n_parts; i++)
+        if (parts[i].wtype != parts[0].wtype || !is_quantized(parts[i].wtype)) return 0;
+    return 1;
+}
+
+static void run_parts(ThreadPool *pool, const MatmulPart *parts, int n_parts, const float *x, int64_t n_in,
+                      int64_t T, void *scratch, int swiglu) {
+    if (T <= 0) return;
+    if (!can_share_input(parts, n_parts)) {  /* float weights or mixed types: one product at a time */
+        for (int i = 0; i < n_parts; i++)
+            matmul(pool, parts[i].out, parts[i].W, parts[i].wtype, x, n_in, parts[i].n_out, T, scratch);
+        if (swiglu) swiglu_rows(parts[0].out, parts[1].out, parts[0].n_out, T, 0, parts[0].n_out);
+        return;
+    }
+    MultiTask mt;
+    memset(&mt, 0, sizeof mt);
+    mt.n_parts = n_parts;
+    mt.swiglu = swiglu;
+    uint8_t *base = align_ptr(scratch);
+    ScratchLayout s = scratch_layout(n_in, T);
+    for (int i = 0; i < n_parts; i++) {
+        MatmulTask *task = &mt.parts[i];
+        MatmulJob *job = &task->job;
+        task->k = kernels();
+        job->W = parts[i].W;
+        job->wtype = parts[i].wtype;
+        job->row_bytes = type_row_bytes(parts[i].wtype, n_in);
+        job->n_in = n_in;
+        job->n_out = parts[i].n_out;
+        job->T = T;
+        job->nb = n_in / QK;
+        job->x = x;
+        job->out = parts[i].out;
+        job->xq = (BlockQ8_0 *)(base + s.xq);  /* all parts read the one quantized input */
+        job->xsum = (int32_t *)(base + s.xsum);
+        job->packed = base + s.packed;
+    }
+    const MatmulTask *first = &mt.parts[0];
+    mt.use_gemm = T >= GEMM_MIN_TOKENS && first->k->gemm_group > 0;
+    if (T == 1 && !mt.use_gemm) quantize_token(first, 0);
+    else threadpool_run(pool, prepare_task, (void *)first);
+    threadpool_run(pool, multi_task, &mt);
+}
+
+void matmul_shared_input(ThreadPool *pool, const MatmulPart *parts, int n_parts, const float *x, int64_t n_in,
+                         int64_t T, void *scratch) {
+    run_parts(pool, parts, n_parts, x, n_in, T, scratch, 0);
+}
+
+void matmul_swiglu(ThreadPool *pool, MatmulPart gate, MatmulPart up, const float *x, int64_t n_in, int64_t T,
+                   void *scratch) {
+    MatmulPart parts[2] = {gate, up};
+    if (gate.n_out != up.n_out) return;  /* not a feed-forward pair: nothing defined to compute */
+    run_parts(pool, parts, 2, x, n_in, T, scratch, 1);
 }
 
 void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_in, int64_t n_out, int64_t T,

@@ -115,6 +115,24 @@ int quant_force_kernels(const char *name);
 int64_t matmul_scratch_bytes(int wtype, int64_t n_in, int64_t T);
 void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float *x,
             int64_t n_in, int64_t n_out, int64_t T, void *scratch);
+/* Several products that share one input x (a layer's q, k and v projections): out_i = x W_i^T for
+ * each part, identical to calling matmul once per part, but the input is quantized once and the
+ * threads are woken once for all of them (decode is a string of small products; each wake-up and
+ * barrier is time the memory bus stands idle). At most 3 parts; scratch as for matmul with the
+ * largest part. Parts of different or float types fall back to one matmul each. */
+typedef struct {
+    float *out;       /* (T, n_out) */
+    const void *W;    /* (n_out, n_in) of wtype */
+    int wtype;
+    int64_t n_out;
+} MatmulPart;
+void matmul_shared_input(ThreadPool *pool, const MatmulPart *parts, int n_parts, const float *x, int64_t n_in,
+                         int64_t T, void *scratch);
+/* The feed-forward's first half: gate.out = silu(x W_gate^T) * (x W_up^T), silu(g) = g / (1 + exp(-g)),
+ * with the up product left in up.out (gate.n_out must equal up.n_out); each thread applies SwiGLU to
+ * its own rows as soon as it has them. Equal to matmul twice and then the elementwise loop, bit for bit. */
+void matmul_swiglu(ThreadPool *pool, MatmulPart gate, MatmulPart up, const float *x, int64_t n_in, int64_t T,
+                   void *scratch);
 /* The same product computed with the _ref dot products only, single-threaded: the definition the
  * fast path is tested against. */
 void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_in, int64_t n_out,

@@ -166,6 +166,12 @@ TARGET_AVX2 INLINE void store_gemv_sums(const MatmulJob *job, int64_t t0, const 
         for (int i = 0; i < nrows; i++) job->out[(t0 + j) * job->n_out + rows[i]] = sums[j][i];
 }
 
+/* The GEMV asks for the weights GEMV_PREFETCH_BYTES ahead of each of its four row streams: the
+ * hardware prefetcher alone left the decode GEMV at ~25 GB/s on Zen 4 (2 threads, Q4_0 from DRAM);
+ * with 1 KiB ahead it measured 29-30 GB/s, interleaved A/B runs in one process (512 B-2 KiB all help;
+ * 4 KiB hurts, crossing pages too early). */
+enum { GEMV_PREFETCH_BYTES = 1024 };
+
 /* GEMV: out[t][r] = vec_dot(W row r, xq[t]) for r in [r0, r1) and NT (1 or 2: AVX2 has 16
  * registers) tokens t0.. at once, each weight block unpacked once for the NT tokens. */
 TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const int NT, const int64_t idx[4],
@@ -190,6 +196,7 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
         for (int i = 0; i < 4; i++) {
             __m256i w;
             uint16_t dx;
+            _mm_prefetch((const char *)rows[i] + b * (is_q4 ? 18 : 34) + GEMV_PREFETCH_BYTES, _MM_HINT_T0);
             if (is_q4) {
                 const BlockQ4_0 *blk = (const BlockQ4_0 *)rows[i] + b;
                 w = q4_0_nibbles_avx2(blk->qs);
@@ -552,6 +559,7 @@ TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, con
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             uint16_t dx;
+            _mm_prefetch((const char *)rows[i] + b * (is_q4 ? 18 : 34) + GEMV_PREFETCH_BYTES, _MM_HINT_T0);
             __m256i w = gemv_weights_avx512(rows[i], is_q4, b, &dx);
             const float dxf = quant_fp16_table[dx];
 #pragma GCC unroll 4

@@ -706,6 +706,62 @@ static void test_matmul_int_exact(void) {
     free(x), free(out), free(w4), free(w8), free(scratch);
 }
 
+/* matmul_shared_input and matmul_swiglu must give exactly what separate matmul calls (and the
+ * SwiGLU loop after them) give: the same kernels see the same quantized activations. */
+static void test_matmul_parts_equal_separate(void) {
+    enum { N_IN = 320, MAX_T = 150 };
+    static const int types[] = {TYPE_Q4_0, TYPE_Q8_0, TYPE_F16};
+    static const int64_t n_outs[3] = {37, 5, 300}, Ts[] = {1, 3, 7, 150};
+    ThreadPool *pools[2] = {NULL, two_threads()};
+    uint64_t rng = 99;
+    float *x = random_floats(&rng, MAX_T * N_IN, 1.0f);
+    void *scratch = malloc((size_t)matmul_scratch_bytes(TYPE_Q8_0, N_IN, MAX_T));
+    int bad = 0, cases = 0;
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        int wtype = types[ty];
+        int64_t row_bytes = type_row_bytes(wtype, N_IN);
+        uint8_t *W[3];
+        float *want[3], *got[3];
+        for (int i = 0; i < 3; i++) {
+            float *wf = random_floats(&rng, n_outs[i] * N_IN, 0.5f);
+            W[i] = malloc((size_t)(row_bytes * n_outs[i]));
+            for (int64_t r = 0; r < n_outs[i]; r++) quantize_row(wtype, wf + r * N_IN, W[i] + r * row_bytes, N_IN);
+            free(wf);
+            want[i] = malloc(sizeof(float) * MAX_T * 300);
+            got[i] = malloc(sizeof(float) * MAX_T * 300);
+        }
+        for (int f = 0; f < n_families; f++) {
+            quant_force_kernels(families[f]);
+            for (int p = 0; p < 2; p++)
+                for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                    int64_t T = Ts[ti];
+                    MatmulPart parts[3];
+                    for (int i = 0; i < 3; i++) {
+                        matmul(pools[p], want[i], W[i], wtype, x, N_IN, n_outs[i], T, scratch);
+                        parts[i] = (MatmulPart){got[i], W[i], wtype, n_outs[i]};
+                    }
+                    matmul_shared_input(pools[p], parts, 3, x, N_IN, T, scratch);
+                    for (int i = 0; i < 3; i++) bad += memcmp(got[i], want[i], sizeof(float) * T * n_outs[i]) != 0;
+                    /* SwiGLU over parts 2 (gate) and 2 again (up): the same n_out */
+                    for (int64_t k = 0; k < T * n_outs[2]; k++) {
+                        float g = want[2][k];
+                        want[0][k] = g / (1.0f + expf(-g)) * want[2][k];
+                    }
+                    MatmulPart gate = {got[0], W[2], wtype, n_outs[2]}, up = {got[1], W[2], wtype, n_outs[2]};
+                    matmul_swiglu(pools[p], gate, up, x, N_IN, T, scratch);
+                    bad += memcmp(got[0], want[0], sizeof(float) * T * n_outs[2]) != 0;
+                    bad += memcmp(got[1], want[2], sizeof(float) * T * n_outs[2]) != 0;
+                    cases += 5;
+                }
+        }
+        quant_force_kernels(NULL);
+        for (int i = 0; i < 3; i++) free(W[i]), free(want[i]), free(got[i]);
+    }
+    CHECK(bad == 0, "%d of %d shared-input/SwiGLU products differ from separate matmul calls", bad, cases);
+    threadpool_free(pools[1]);
+    free(x), free(scratch);
+}
+
 static void test_kernel_dispatch(void) {
     const char *best = quant_kernel_name();
     CHECK(n_families >= 1 && strcmp(families[0], "ref") == 0, "ref is always available");
@@ -768,5 +824,6 @@ void suite_quant(void) {
     RUN_TEST(test_matmul_f32);
     RUN_TEST(test_matmul_bf16);
     RUN_TEST(test_matmul_int_exact);
+    RUN_TEST(test_matmul_parts_equal_separate);
     RUN_TEST(test_probes);
 }
