@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "quant.h"
 
 /* ---- reading the configuration ------------------------------------------------------------- */
@@ -193,6 +194,7 @@ static int alloc_state(Llm *m, BlvError *err) {
     int nth = threadpool_size(m->pool);
     size_t fl = sizeof(float);
     s->att_group = c->n_heads / c->n_kv_heads;
+    s->att_work_bytes = (ops_attn_kv_work_bytes(m->n_ctx, s->att_group, c->head_dim) + 63) / 64 * 64;
     if (!(s->x = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
         !(s->xb = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
         !(s->xb2 = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
@@ -200,8 +202,7 @@ static int alloc_state(Llm *m, BlvError *err) {
         !(s->k = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
         !(s->v = blv_malloc((size_t)(T * kv_dim) * fl, "activations", err)) ||
         !(s->att_out = blv_malloc((size_t)(T * q_dim) * fl, "activations", err)) ||
-        !(s->att_scores = blv_malloc((size_t)(nth * (s->att_group * m->n_ctx + c->head_dim)) * fl,
-                                     "attention scores", err)) ||
+        !(s->att_scores = blv_malloc((size_t)(nth * s->att_work_bytes), "attention scores", err)) ||
         !(s->hb = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
         !(s->hb2 = blv_malloc((size_t)(T * c->ffn_dim) * fl, "activations", err)) ||
         !(s->rope_cos = blv_malloc((size_t)(m->n_ctx * (c->rope_dim / 2)) * fl, "RoPE table", err)) ||
@@ -364,9 +365,9 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
 
 /* Work is shared out in units of (token, KV head): the n_heads / n_kv_heads query heads that read
  * one KV head (repeat_kv) go together, so each cached K and V row is fetched from memory once per
- * token and then served from L1 to the whole group. An F16 cache is read as it is stored (the f16
- * dot converts exactly, with the same order of sums as the f32 dot: the numbers equal converting
- * the cache first); a Q8_0 cache is converted to f32 once per chunk (stage_task). */
+ * token and then served from L1 to the whole group. An F16 cache (the default) is read as it is
+ * stored by ops_attn_kv_f16; a Q8_0 cache is converted to f32 once per chunk (stage_task) and, like
+ * an F32 cache, goes through the plain loops of attention_group. */
 typedef struct {
     Llm *m;
     int64_t layer, T, pos0;
@@ -383,18 +384,22 @@ static const void *kv_head_row(const AttentionTask *a, const void *base, int64_t
 /* The query heads [h0, h0 + group) of token t, all reading KV head kv_head, over positions 0..pos
  * (causal):  attn_weights = softmax(query @ key.T * scaling + causal_mask); attn_output = attn_weights @ value
  * scores: group rows of n_ctx floats; vrow: head_dim floats. */
-static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, float *scores, float *vrow) {
+static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, float *scores) {
     Llm *m = a->m;
     const LlmConfig *c = &m->config;
     int64_t hd = c->head_dim, group = c->n_heads / c->n_kv_heads, pos = a->pos0 + t, h0 = kv_head * group;
     const float *q = m->state.q + (t * c->n_heads + h0) * hd;
     float *out = m->state.att_out + (t * c->n_heads + h0) * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    if (a->is_f16) {  /* the vector kernel of ops.h (the same steps, with fused multiply-adds) */
+        OpsAttnKV kv = {q, kv_head_row(a, a->keys, 0, kv_head), kv_head_row(a, a->values, 0, kv_head), out, pos + 1,
+                        hd, c->n_kv_heads * hd, group, scale};
+        ops_attn_kv_f16(&kv, scores);
+        return;
+    }
     for (int64_t s = 0; s <= pos; s++) {
-        const void *k = kv_head_row(a, a->keys, s, kv_head);
-        for (int64_t g = 0; g < group; g++)
-            scores[g * m->n_ctx + s] = (a->is_f16 ? vec_dot_f16_f32(hd, k, q + g * hd)
-                                                  : vec_dot_f32_f32(hd, k, q + g * hd)) * scale;
+        const float *k = kv_head_row(a, a->keys, s, kv_head);
+        for (int64_t g = 0; g < group; g++) scores[g * m->n_ctx + s] = vec_dot_f32_f32(hd, k, q + g * hd) * scale;
     }
     float sums[64];  /* group <= 64: checked at load */
     for (int64_t g = 0; g < group; g++) {
@@ -410,10 +415,6 @@ static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, 
     memset(out, 0, (size_t)(group * hd) * sizeof(float));
     for (int64_t s = 0; s <= pos; s++) {
         const float *v = kv_head_row(a, a->values, s, kv_head);
-        if (a->is_f16) {
-            dequantize_row(TYPE_F16, v, vrow, hd);
-            v = vrow;
-        }
         for (int64_t g = 0; g < group; g++) {
             float w = scores[g * m->n_ctx + s] / sums[g];
             float *o = out + g * hd;
@@ -427,9 +428,8 @@ static void attention_task(void *ctx, int ith, int nth) {
     Llm *m = a->m;
     int64_t n_kv_heads = m->config.n_kv_heads, start, end;
     split_range(a->T * n_kv_heads, ith, nth, 1, &start, &end);
-    float *scores = m->state.att_scores + (size_t)ith * (size_t)(m->state.att_group * m->n_ctx + m->config.head_dim);
-    float *vrow = scores + m->state.att_group * m->n_ctx;
-    for (int64_t u = start; u < end; u++) attention_group(a, u / n_kv_heads, u % n_kv_heads, scores, vrow);
+    float *scores = (float *)((uint8_t *)m->state.att_scores + (size_t)ith * (size_t)m->state.att_work_bytes);
+    for (int64_t u = start; u < end; u++) attention_group(a, u / n_kv_heads, u % n_kv_heads, scores);
 }
 
 /* Converts rows [0, n) of one layer's Q8_0 cache to f32 once per chunk, so that every query and

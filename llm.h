@@ -81,9 +81,10 @@ typedef struct {
     float *k;               /* (chunk, n_kv_heads * head_dim) */
     float *v;               /* (chunk, n_kv_heads * head_dim) */
     float *att_out;         /* (chunk, n_heads * head_dim) */
-    float *att_scores;      /* (n_threads, att_group * n_ctx + head_dim) per thread: the scores of a
-                               group of query heads, then one V row converted from f16 */
+    float *att_scores;      /* n_threads work areas of att_work_bytes: a group's scores (att_group * n_ctx)
+                               and a converted row (ops_attn_kv_work_bytes) */
     int64_t att_group;      /* n_heads / n_kv_heads: query heads per KV head */
+    int64_t att_work_bytes;
     float *hb;              /* (chunk, ffn_dim) gate, then SiLU(gate) * up */
     float *hb2;             /* (chunk, ffn_dim) up */
     float *rope_cos;        /* (n_ctx, rope_dim / 2) */

@@ -6,6 +6,7 @@
  * integers are clamped round-to-nearest-even. */
 #include "ops.h"
 #include "ops_internal.h"
+#include "quant.h"  /* fp16_to_fp32 */
 
 #include <math.h>
 #include <pthread.h>
@@ -381,6 +382,36 @@ void ops_attn_head_q8_ref(const OpsAttn *a, void *work) {
     }
 }
 
+/* ---- decode attention over an F16 cache ----------------------------------------------------------- */
+
+int64_t ops_attn_kv_work_bytes(int64_t n, int64_t group, int64_t hd) {
+    /* the scores of the group, then one converted row (rounded up to whole partial-sum rounds) */
+    return (group * n + (hd + OPS_LANES - 1) / OPS_LANES * OPS_LANES) * (int64_t)sizeof(float);
+}
+
+void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {
+    float *s = work;
+    const int64_t n = a->n, hd = a->hd;
+    for (int64_t g = 0; g < a->group; g++) {
+        const float *q = a->q + g * hd;
+        for (int64_t j = 0; j < n; j++) {
+            const uint16_t *k = a->k + j * a->ld;
+            float part[OPS_LANES] = {0};
+            for (int64_t d = 0; d < hd; d++) part[d % OPS_LANES] = fmaf(q[d], fp16_to_fp32(k[d]), part[d % OPS_LANES]);
+            s[g * n + j] = ops_lanes_sum_ref(part);
+        }
+    }
+    for (int64_t g = 0; g < a->group; g++) {
+        float *p = s + g * n;
+        float inv = 1.0f / ops_softmax_row_ref(p, p, n, a->scale);
+        for (int64_t d = 0; d < hd; d++) {
+            float o = 0.0f;
+            for (int64_t j = 0; j < n; j++) o = fmaf(p[j], fp16_to_fp32(a->v[j * a->ld + d]), o);
+            a->out[g * hd + d] = o * inv;
+        }
+    }
+}
+
 /* ---- dispatch ---------------------------------------------------------------------------------- */
 
 const OpsKernels ops_kernels_ref = {
@@ -398,6 +429,7 @@ const OpsKernels ops_kernels_ref = {
     .softmax_row = ops_softmax_row_ref,
     .attn_head_f32 = ops_attn_head_f32_ref,
     .attn_head_q8 = ops_attn_head_q8_ref,
+    .attn_kv_f16 = ops_attn_kv_f16_ref,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -478,3 +510,6 @@ void ops_residual_layernorm(float *x, const float *y, const float *yb, float *ou
 float ops_softmax_row(float *p, const float *s, int64_t n, float scale) { return K()->softmax_row(p, s, n, scale); }
 void ops_attn_head_f32(const OpsAttn *a, void *work) { K()->attn_head_f32(a, work); }
 void ops_attn_head_q8(const OpsAttn *a, void *work) { K()->attn_head_q8(a, work); }
+void ops_attn_kv_f16(const OpsAttnKV *a, void *work) {
+    if (a->n > 0 && a->group > 0) K()->attn_kv_f16(a, work);
+}

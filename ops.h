@@ -115,6 +115,25 @@ int64_t ops_attn_work_bytes(int64_t n, int64_t hd);
 void ops_attn_head_f32(const OpsAttn *a, void *work);
 void ops_attn_head_q8(const OpsAttn *a, void *work);
 
+/* ---- decode attention: the query heads sharing one KV head, over an F16 cache ---------------------
+ * For each query head g < group (rows of hd floats at q + g·hd) and key j < n (hd halves at k + j·ld,
+ * the value at v + j·ld):
+ *   s[g][j] = Σ_d fmaf(q[g][d], k[j][d])      in OPS_LANES partial sums (d → partial d % 32), the tree
+ *   p, sum  = ops_softmax_row(s[g], n, scale)  p = e^(s·scale - max·scale)
+ *   o[g][d] = Σ_j fmaf(p[g][j], v[j][d])      in key order from 0
+ *   out[g][d] = o[g][d] · (1 / sum)
+ * Halves convert to float exactly. Each cached row is read once for the whole group: one decode step
+ * of a GQA model reads each layer's cache once. work: ops_attn_kv_work_bytes(n, group, hd) bytes. */
+typedef struct {
+    const float *q;             /* (group, hd) */
+    const uint16_t *k, *v;      /* (n, ld) f16: the head's hd values of key/value j at j·ld */
+    float *out;                 /* (group, hd) */
+    int64_t n, hd, ld, group;
+    float scale;                /* head_dim^-0.5 */
+} OpsAttnKV;
+int64_t ops_attn_kv_work_bytes(int64_t n, int64_t group, int64_t hd);
+void ops_attn_kv_f16(const OpsAttnKV *a, void *work);
+
 /* ---- kernel families ---------------------------------------------------------------------------- */
 void ops_exp_f32_ref(float *y, const float *x, int64_t n);
 void ops_gelu_tanh_ref(float *y, const float *x, int64_t n);
@@ -130,6 +149,7 @@ void ops_residual_layernorm_ref(float *x, const float *y, const float *yb, float
 float ops_softmax_row_ref(float *p, const float *s, int64_t n, float scale);
 void ops_attn_head_f32_ref(const OpsAttn *a, void *work);
 void ops_attn_head_q8_ref(const OpsAttn *a, void *work);
+void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work);
 
 /* The table of one kernel family (the _avx2 / _avx512 / _neon functions are reached through it). */
 typedef struct {
@@ -148,6 +168,7 @@ typedef struct {
     float (*softmax_row)(float *p, const float *s, int64_t n, float scale);
     void (*attn_head_f32)(const OpsAttn *a, void *work);
     void (*attn_head_q8)(const OpsAttn *a, void *work);
+    void (*attn_kv_f16)(const OpsAttnKV *a, void *work);
 } OpsKernels;
 
 extern const OpsKernels ops_kernels_ref;

@@ -38,6 +38,8 @@ TGT INLINE VF vf_zero(void) { return _mm256_setzero_ps(); }
 TGT INLINE VF vf_set1(float x) { return _mm256_set1_ps(x); }
 TGT INLINE VF vf_load(const float *p) { return _mm256_loadu_ps(p); }
 TGT INLINE void vf_store(float *p, VF v) { _mm256_storeu_ps(p, v); }
+/* L halves (IEEE binary16) converted to floats, exactly */
+TGT INLINE VF vf_load_h(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 TGT INLINE VF vf_load_n(const float *p, int n) { return _mm256_maskload_ps(p, m8(n)); }
 TGT INLINE VF vf_load_n_fill(const float *p, int n, float fill) {
     __m256i m = m8(n);
@@ -207,6 +209,9 @@ TGT INLINE VI dot4_pv(VI acc, VI a, VI b) {
 #define ND_Q8 3
 #define NK_F32 6
 #define ND_F32 6
+#define KV_ND 2            /* value vectors per decode-attention tile (ops_attn_kv_f16) */
+#define KV_HEADS 6         /* query heads per decode-attention tile (<= 6; KV_HEADS·KV_ND + KV_ND + 1 registers) */
+#define KV_KBLOCK 32        /* keys per decode-attention P·V block */
 #define QVT_F32 2
 
 #include "ops_simd.h"

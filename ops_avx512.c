@@ -38,6 +38,8 @@ TGT INLINE VF vf_zero(void) { return _mm512_setzero_ps(); }
 TGT INLINE VF vf_set1(float x) { return _mm512_set1_ps(x); }
 TGT INLINE VF vf_load(const float *p) { return _mm512_loadu_ps(p); }
 TGT INLINE void vf_store(float *p, VF v) { _mm512_storeu_ps(p, v); }
+/* L halves (IEEE binary16) converted to floats, exactly */
+TGT INLINE VF vf_load_h(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 TGT INLINE VF vf_load_n(const float *p, int n) { return _mm512_maskz_loadu_ps(m16(n), p); }
 TGT INLINE VF vf_load_n_fill(const float *p, int n, float fill) {
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m16(n), p);
@@ -189,6 +191,9 @@ TGT INLINE VI dot4_pv(VI acc, VI a, VI b) { return dpbusd(acc, a, b); }
 #define ND_Q8 12
 #define NK_F32 12
 #define ND_F32 12
+#define KV_ND 4            /* value vectors per decode-attention tile (ops_attn_kv_f16) */
+#define KV_HEADS 5         /* query heads per decode-attention tile (<= 6; KV_HEADS·KV_ND + KV_ND + 1 registers) */
+#define KV_KBLOCK 32        /* keys per decode-attention P·V block */
 #define QVT_F32 2
 
 #include "ops_simd.h"

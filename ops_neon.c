@@ -26,6 +26,8 @@ INLINE VF vf_zero(void) { return vdupq_n_f32(0.0f); }
 INLINE VF vf_set1(float x) { return vdupq_n_f32(x); }
 INLINE VF vf_load(const float *p) { return vld1q_f32(p); }
 INLINE void vf_store(float *p, VF v) { vst1q_f32(p, v); }
+/* L halves (IEEE binary16) converted to floats, exactly */
+INLINE VF vf_load_h(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 INLINE VF vf_load_n(const float *p, int n) {
     float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     memcpy(t, p, (size_t)n * sizeof(float));
@@ -195,6 +197,9 @@ INLINE VI dot4_pv(VI acc, VI a, VI b) { return dot4(acc, a, b); }
 #define QVT_Q8 4
 #define NK_F32 6
 #define ND_F32 6
+#define KV_ND 4            /* value vectors per decode-attention tile (ops_attn_kv_f16) */
+#define KV_HEADS 5         /* query heads per decode-attention tile (<= 6; KV_HEADS·KV_ND + KV_ND + 1 registers) */
+#define KV_KBLOCK 32        /* keys per decode-attention P·V block */
 #define QVT_F32 4
 
 #include "ops_simd.h"

@@ -4,6 +4,7 @@
  * relative bounds ops.h states; and the two attentions against a double-precision softmax(q·kᵀ)·v. */
 #include "test.h"
 #include "../ops.h"
+#include "../quant.h"
 
 #include <float.h>
 #include <math.h>
@@ -500,6 +501,64 @@ static void test_attention(void) {
 
 /* The int8 attention's output is a convex combination of the values: with v constant per dimension,
  * the output is that constant up to the value quantization (one step of 127). */
+/* Decode attention over an F16 cache: the reference against double precision (the inputs being the
+ * f16 values), and every family bit for bit against the reference. */
+static void test_attention_kv_f16(void) {
+    static const struct {
+        int64_t n, hd, group, ld;
+    } cases[] = {{1, 128, 5, 512}, {2, 128, 5, 640}, {37, 128, 5, 512}, {300, 128, 5, 512}, {17, 64, 8, 64},
+                 {9, 72, 3, 80},   {33, 5, 1, 7},    {65, 40, 4, 40},   {1000, 128, 1, 128}, {12, 33, 9, 35}};
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int64_t n = cases[ci].n, hd = cases[ci].hd, group = cases[ci].group, ld = cases[ci].ld;
+        uint64_t rng = 77 + ci;
+        float *q = alloc_f(group * hd), *ref = alloc_f(group * hd), *got = alloc_f(group * hd);
+        uint16_t *k = malloc(sizeof(uint16_t) * (size_t)(n * ld)), *v = malloc(sizeof(uint16_t) * (size_t)(n * ld));
+        for (int64_t i = 0; i < group * hd; i++) q[i] = (ci % 3 == 1 ? 3.0f : 1.0f) * test_rand_normal(&rng);
+        for (int64_t i = 0; i < n * ld; i++) {
+            k[i] = fp32_to_fp16(test_rand_normal(&rng));
+            v[i] = fp32_to_fp16(test_rand_normal(&rng));
+        }
+        OpsAttnKV a = {q, k, v, ref, n, hd, ld, group, 1.0f / sqrtf((float)hd)};
+        void *work = malloc((size_t)ops_attn_kv_work_bytes(n, group, hd));
+        ops_force_kernels("ref");
+        ops_attn_kv_f16(&a, work);
+        double num = 0, den = 0, *s = malloc(sizeof(double) * (size_t)n);
+        for (int64_t g = 0; g < group; g++) {
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (int64_t d = 0; d < hd; d++) acc += (double)q[g * hd + d] * fp16_to_fp32(k[j * ld + d]);
+                s[j] = acc / sqrt((double)hd);
+                m = fmax(m, s[j]);
+            }
+            for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
+            for (int64_t d = 0; d < hd; d++) {
+                double o = 0;
+                for (int64_t j = 0; j < n; j++) o += s[j] * fp16_to_fp32(v[j * ld + d]);
+                o /= sum;
+                num += (ref[g * hd + d] - o) * (ref[g * hd + d] - o), den += o * o;
+            }
+        }
+        CHECK(num / den < 1e-11, "kv attention n=%lld hd=%lld group=%lld: NMSE %.3g vs double", (long long)n,
+              (long long)hd, (long long)group, num / den);
+        worst = fmax(worst, num / den);
+        for (int f = 1; f < n_families; f++) {
+            ops_force_kernels(families[f]);
+            a.out = got;
+            for (int64_t i = 0; i < group * hd; i++) got[i] = NAN;
+            ops_attn_kv_f16(&a, work);
+            a.out = ref;
+            int64_t d = first_diff(got, ref, group * hd);
+            CHECK(d < 0, "kv attention %s n=%lld hd=%lld group=%lld: [%lld] %.9g vs %.9g", families[f], (long long)n,
+                  (long long)hd, (long long)group, (long long)d, d >= 0 ? got[d] : 0, d >= 0 ? ref[d] : 0);
+        }
+        free(q), free(ref), free(got), free(k), free(v), free(work), free(s);
+    }
+    test_note("decode attention (F16 cache) vs double: max NMSE %.3g; families bit-identical to ref", worst);
+    ops_force_kernels(NULL);
+}
+
 static void test_attention_q8_convex(void) {
     AttnCase c;
     make_case(&c, 97, 24, 24, 1, 5);
@@ -532,4 +591,5 @@ void suite_ops(void) {
     RUN_TEST(test_softmax_row);
     RUN_TEST(test_attention);
     RUN_TEST(test_attention_q8_convex);
+    RUN_TEST(test_attention_kv_f16);
 }
