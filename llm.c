@@ -228,7 +228,8 @@ static int alloc_state(Llm *m, BlvError *err) {
     if (!(s->scratch = blv_malloc((size_t)s->scratch_bytes, "matmul scratch", err))) return -1;
 
     s->kv_row_bytes = type_row_bytes(m->kv_type, kv_dim);
-    size_t cache_bytes = (size_t)(c->n_layers * m->n_ctx * s->kv_row_bytes);
+    s->kv_head_row_bytes = type_row_bytes(m->kv_type, c->head_dim);
+    size_t cache_bytes = (size_t)(c->n_layers * c->n_kv_heads * m->n_ctx * s->kv_head_row_bytes);
     if (!(s->key_cache = blv_calloc(1, cache_bytes, "key cache", err)) ||
         !(s->value_cache = blv_calloc(1, cache_bytes, "value cache", err)))
         return -1;
@@ -351,14 +352,20 @@ static void matmul_m(Llm *m, float *out, const Matrix *w, const float *x, int64_
 
 /* ---- KV cache access ------------------------------------------------------------------------- */
 
-static uint8_t *kv_row(const Llm *m, void *cache, int64_t layer, int64_t pos) {
-    return (uint8_t *)cache + (size_t)((layer * m->n_ctx + pos) * m->state.kv_row_bytes);
+/* The cache is laid out (layer, kv_head, position, head_dim): the rows one KV head's attention reads
+ * are one contiguous stream (the hardware prefetcher follows it; position-major rows would be
+ * head_dim-sized pieces a whole KV row apart). */
+static uint8_t *kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos) {
+    return (uint8_t *)cache +
+           (size_t)(((layer * m->config.n_kv_heads + kv_head) * m->n_ctx + pos) * m->state.kv_head_row_bytes);
 }
 
 static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const float *v) {
-    int64_t kv_dim = m->config.n_kv_heads * m->config.head_dim;
-    quantize_row(m->kv_type, k, kv_row(m, m->state.key_cache, layer, pos), kv_dim);
-    quantize_row(m->kv_type, v, kv_row(m, m->state.value_cache, layer, pos), kv_dim);
+    int64_t hd = m->config.head_dim;
+    for (int64_t h = 0; h < m->config.n_kv_heads; h++) {
+        quantize_row(m->kv_type, k + h * hd, kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
+        quantize_row(m->kv_type, v + h * hd, kv_head_row(m, m->state.value_cache, layer, h, pos), hd);
+    }
 }
 
 /* ---- attention ---------------------------------------------------------------------------------- */
@@ -371,14 +378,15 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
 typedef struct {
     Llm *m;
     int64_t layer, T, pos0;
-    const void *keys, *values;    /* (pos0 + T, kv_dim) this layer's cache: f32, or f16 if is_f16 */
+    const void *keys, *values;    /* (n_kv_heads, n_ctx, head_dim) this layer's cache: f32, or f16 if is_f16 */
     int is_f16;
 } AttentionTask;
 
-static const void *kv_head_row(const AttentionTask *a, const void *base, int64_t s, int64_t kv_head) {
-    int64_t hd = a->m->config.head_dim, kv_dim = a->m->config.n_kv_heads * hd;
+/* Key or value `s` of KV head kv_head in the task's layer. */
+static const void *task_row(const AttentionTask *a, const void *base, int64_t s, int64_t kv_head) {
+    int64_t hd = a->m->config.head_dim;
     size_t elem = a->is_f16 ? sizeof(uint16_t) : sizeof(float);
-    return (const uint8_t *)base + (size_t)(s * kv_dim + kv_head * hd) * elem;
+    return (const uint8_t *)base + (size_t)((kv_head * a->m->n_ctx + s) * hd) * elem;
 }
 
 /* The query heads [h0, h0 + group) of token t, all reading KV head kv_head, over positions 0..pos
@@ -392,13 +400,13 @@ static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, 
     float *out = m->state.att_out + (t * c->n_heads + h0) * hd;
     float scale = 1.0f / sqrtf((float)hd);
     if (a->is_f16) {  /* the vector kernel of ops.h (the same steps, with fused multiply-adds) */
-        OpsAttnKV kv = {q, kv_head_row(a, a->keys, 0, kv_head), kv_head_row(a, a->values, 0, kv_head), out, pos + 1,
-                        hd, c->n_kv_heads * hd, group, scale};
+        OpsAttnKV kv = {q, task_row(a, a->keys, 0, kv_head), task_row(a, a->values, 0, kv_head), out, pos + 1,
+                        hd, hd, group, scale};
         ops_attn_kv_f16(&kv, scores);
         return;
     }
     for (int64_t s = 0; s <= pos; s++) {
-        const float *k = kv_head_row(a, a->keys, s, kv_head);
+        const float *k = task_row(a, a->keys, s, kv_head);
         for (int64_t g = 0; g < group; g++) scores[g * m->n_ctx + s] = vec_dot_f32_f32(hd, k, q + g * hd) * scale;
     }
     float sums[64];  /* group <= 64: checked at load */
@@ -414,7 +422,7 @@ static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, 
     }
     memset(out, 0, (size_t)(group * hd) * sizeof(float));
     for (int64_t s = 0; s <= pos; s++) {
-        const float *v = kv_head_row(a, a->values, s, kv_head);
+        const float *v = task_row(a, a->values, s, kv_head);
         for (int64_t g = 0; g < group; g++) {
             float w = scores[g * m->n_ctx + s] / sums[g];
             float *o = out + g * hd;
@@ -442,18 +450,19 @@ typedef struct {
 static void stage_task(void *ctx, int ith, int nth) {
     StageTask *st = ctx;
     Llm *m = st->m;
-    int64_t kv_dim = m->config.n_kv_heads * m->config.head_dim, start, end;
-    split_range(st->n, ith, nth, 1, &start, &end);
-    for (int64_t r = start; r < end; r++) {
-        dequantize_row(m->kv_type, kv_row(m, m->state.key_cache, st->layer, r), m->state.key_f32 + r * kv_dim, kv_dim);
-        dequantize_row(m->kv_type, kv_row(m, m->state.value_cache, st->layer, r), m->state.value_f32 + r * kv_dim,
-                       kv_dim);
+    int64_t hd = m->config.head_dim, n_kv_heads = m->config.n_kv_heads, start, end;
+    split_range(n_kv_heads * st->n, ith, nth, 1, &start, &end);
+    for (int64_t u = start; u < end; u++) {
+        int64_t h = u / st->n, r = u % st->n;
+        float *kd = m->state.key_f32 + (h * m->n_ctx + r) * hd, *vd = m->state.value_f32 + (h * m->n_ctx + r) * hd;
+        dequantize_row(m->kv_type, kv_head_row(m, m->state.key_cache, st->layer, h, r), kd, hd);
+        dequantize_row(m->kv_type, kv_head_row(m, m->state.value_cache, st->layer, h, r), vd, hd);
     }
 }
 
 static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
-    AttentionTask task = {m, layer, T, pos0, kv_row(m, m->state.key_cache, layer, 0),
-                          kv_row(m, m->state.value_cache, layer, 0), m->kv_type == TYPE_F16};
+    AttentionTask task = {m, layer, T, pos0, kv_head_row(m, m->state.key_cache, layer, 0, 0),
+                          kv_head_row(m, m->state.value_cache, layer, 0, 0), m->kv_type == TYPE_F16};
     if (m->kv_type == TYPE_Q8_0) {
         StageTask st = {m, layer, pos0 + T};
         threadpool_run(m->pool, stage_task, &st);

@@ -91,11 +91,12 @@ typedef struct {
     float *rope_sin;        /* (n_ctx, rope_dim / 2) */
     void *scratch;          /* quantized activations for matmul */
     int64_t scratch_bytes;
-    float *key_f32;         /* (n_ctx, n_kv_heads * head_dim) one layer's Q8_0 keys as f32 (else NULL) */
-    float *value_f32;       /* (n_ctx, n_kv_heads * head_dim) one layer's values as f32 (idem) */
-    void *key_cache;        /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
-    void *value_cache;      /* (n_layers, n_ctx, n_kv_heads * head_dim) of kv_type */
-    int64_t kv_row_bytes;
+    float *key_f32;         /* (n_kv_heads, n_ctx, head_dim) one layer's Q8_0 keys as f32 (else NULL) */
+    float *value_f32;       /* (n_kv_heads, n_ctx, head_dim) one layer's values as f32 (idem) */
+    void *key_cache;        /* (n_layers, n_kv_heads, n_ctx, head_dim) of kv_type */
+    void *value_cache;      /* (n_layers, n_kv_heads, n_ctx, head_dim) of kv_type */
+    int64_t kv_row_bytes;       /* one position's keys (all KV heads) */
+    int64_t kv_head_row_bytes;  /* one position's keys of one KV head */
 } LlmState;
 
 /* Stage outputs for golden dumps: "llm_block_K" (the residual stream after layer K, rows
