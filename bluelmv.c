@@ -347,6 +347,7 @@ typedef struct {
     int64_t consumed;         /* batches the blocks have finished with */
     double conv_s;            /* seconds of patch embedding */
     double conv_hidden_s;     /* of which while the blocks were busy */
+    double conv_first_s;      /* of which the first batch's */
     int blocks_busy;
 } ConvPipe;
 
@@ -364,6 +365,7 @@ static void *conv_thread(void *arg) {
         double dt = blv_now() - t0;
         pthread_mutex_lock(&p->lock);
         p->conv_s += dt;
+        if (i == 0) p->conv_first_s = dt;
         if (p->blocks_busy) p->conv_hidden_s += dt;
         p->produced = i + 1;
         pthread_cond_broadcast(&p->changed);
@@ -424,6 +426,7 @@ static int encode_tiles(Bluelmv *b, const float *tiles, int64_t n_images, float 
         pthread_join(th, NULL);
         img->conv_s = p.conv_s;
         img->conv_hidden_s = p.conv_hidden_s;
+        img->conv_first_s = p.conv_first_s;
         pthread_mutex_destroy(&p.lock);
         pthread_cond_destroy(&p.changed);
         free(p.ring[1]);

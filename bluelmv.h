@@ -68,6 +68,7 @@ typedef struct {
     double decode_s, preprocess_s, encode_s;   /* file → RGB, RGB → tiles, tiles → embeddings */
     double conv_s, blocks_s, project_s;         /* encode_s split by stage (conv summed over batches) */
     double conv_hidden_s;     /* patch-embedding time that ran while the blocks were busy */
+    double conv_first_s;      /* the first batch's patch embedding (nothing to hide it behind) */
     int n_batches;
     double finished_at;       /* blv_now() when this image's embeddings were ready */
 } BluelmvImage;
