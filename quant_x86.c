@@ -718,7 +718,10 @@ TARGET_AVX512 static uint64_t probe_read_avx512(const uint8_t *p, int64_t bytes)
     for (int64_t i = 0; i < bytes; i += 256)
         for (int j = 0; j < 4; j++) acc[j] = _mm512_add_epi64(acc[j], _mm512_load_si512(p + i + 64 * j));
     __m512i s = _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]));
-    return (uint64_t)_mm512_reduce_add_epi64(s);
+    uint64_t lanes[8], sum = 0;  /* unsigned: the checksum wraps by design (the intrinsic's signed sum is UB) */
+    _mm512_storeu_si512(lanes, s);
+    for (int i = 0; i < 8; i++) sum += lanes[i];
+    return sum;
 }
 
 /* vpdpbusd zmm into 16 independent accumulators: 64 multiply-adds each. */

@@ -237,7 +237,7 @@ static void test_help(void) {
         {"--no-bos", "--file", "-m", "", "", ""},
         {"--type", "-o", "llama2c", "", "", ""},
         {"--preset", "--llm-only", "--type", "--seed", "", ""},
-        {"--threads", "--reps", "--prompt-tokens", "--json", "", ""},
+        {"--threads", "--reps", "--prompt-tokens", "--json", "--depth", ""},
     };
     for (int i = 0; i < 5; i++) {
         char args[128], *out, *err;
@@ -251,7 +251,26 @@ static void test_help(void) {
     }
 }
 
+/* bench --depth: decode timed after that many tokens of context, reported in the JSON; a depth that
+ * does not fit the context is an error about the context. */
+static void test_bench_depth(void) {
+    char args[1024], *out, *err;
+    snprintf(args, sizeof args, "bench -m %s --depth 20 --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1 --json",
+             stories_gguf("f32"));
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "bench --depth: exit %d (%s)", rc, err);
+    CHECK(strstr(out, "\"tg_depth\": 20,") != NULL, "JSON lacks the depth: %s", out);
+    CHECK(strstr(out, "\"tg_tok_s\": ") != NULL, "JSON lacks tg_tok_s: %s", out);
+    free(out), free(err);
+    snprintf(args, sizeof args, "bench -m %s --depth 100000 --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1",
+             stories_gguf("f32"));
+    rc = run(args, &out, &err);
+    CHECK(rc != 0 && strstr(err, "context") != NULL, "an oversize depth: exit %d, %s", rc, err);
+    free(out), free(err);
+}
+
 void suite_cli(void) {
+    RUN_TEST(test_bench_depth);
     RUN_TEST(test_stories_greedy_1_thread);
     RUN_TEST(test_stories_greedy_2_threads);
     RUN_TEST(test_stories_greedy_chunk_1);
