@@ -4,6 +4,7 @@
  * by PyPI gguf's GGUFWriter with llama.cpp's Q/K permutation, so these tests also check that
  * llama.cpp-layout files load and that our RoPE convention matches. */
 #include "test.h"
+#include "llm_golden.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -14,78 +15,6 @@
 #include "llm.h"
 #include "quant.h"
 #include "util.h"
-
-typedef struct {
-    uint32_t n_prompt, n_vocab, n_gen;
-    int32_t *prompt;   /* (n_prompt) */
-    float *logits;     /* (n_prompt, n_vocab) */
-    int32_t *gen;      /* (n_gen) */
-    float min_gap;
-} Golden;
-
-static int load_golden(const char *path, Golden *g) {
-    char *data;
-    size_t len;
-    BlvError err;
-    memset(g, 0, sizeof *g);
-    if (blv_read_file(path, &data, &len, &err) != 0) {
-        CHECK(0, "%s", err.msg);
-        return -1;
-    }
-    uint32_t h[5];
-    if (len < 20) {
-        free(data);
-        CHECK(0, "%s: too short", path);
-        return -1;
-    }
-    memcpy(h, data, 20);
-    size_t need = 20 + 4 * (size_t)h[2] + 4 * (size_t)h[2] * h[3] + 4 * (size_t)h[4] + 4;
-    if (h[0] != 0x4C4C4730u || h[1] != 1 || len != need) {
-        free(data);
-        CHECK(0, "%s: bad golden header or size", path);
-        return -1;
-    }
-    g->n_prompt = h[2];
-    g->n_vocab = h[3];
-    g->n_gen = h[4];
-    g->prompt = malloc(4 * (size_t)g->n_prompt);
-    g->logits = malloc(4 * (size_t)g->n_prompt * g->n_vocab);
-    g->gen = malloc(4 * (size_t)g->n_gen);
-    const char *p = data + 20;
-    memcpy(g->prompt, p, 4 * (size_t)g->n_prompt);
-    p += 4 * (size_t)g->n_prompt;
-    memcpy(g->logits, p, 4 * (size_t)g->n_prompt * g->n_vocab);
-    p += 4 * (size_t)g->n_prompt * g->n_vocab;
-    memcpy(g->gen, p, 4 * (size_t)g->n_gen);
-    p += 4 * (size_t)g->n_gen;
-    memcpy(&g->min_gap, p, 4);
-    free(data);
-    return 0;
-}
-
-static void free_golden(Golden *g) {
-    free(g->prompt);
-    free(g->logits);
-    free(g->gen);
-}
-
-/* NMSE = sum (a - ref)^2 / sum ref^2 */
-static double nmse(const float *a, const float *ref, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? num / den : num;
-}
-
-static int32_t argmax(const float *x, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return (int32_t)best;
-}
 
 typedef struct {
     GgufFile file;
