@@ -507,6 +507,7 @@ static uint8_t *align_ptr(void *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(
 typedef struct {
     MatmulJob job;
     const QuantKernels *k;
+    int use_gemm;  /* the GEMM path (else the GEMV): decides how prepare_task lays out the input */
 } MatmulTask;
 
 static void quantize_token(const MatmulTask *task, int64_t t) {
@@ -545,6 +546,10 @@ static void prepare_task(void *p, int ith, int nth) {
     int G = task->k->gemm_group > 0 ? task->k->gemm_group : 1;
     int64_t g0, g1;
     split_range((job->T + G - 1) / G, ith, nth, 1, &g0, &g1);
+    if (task->use_gemm && task->k->gemm_rows) {
+        if (g0 < g1) task->k->gemm_prepare(job, g0 * G, min64(job->T, g1 * G));
+        return;
+    }
     for (int64_t g = g0; g < g1; g++) {
         for (int64_t t = g * G; t < min64(job->T, (g + 1) * G); t++) quantize_token(task, t);
         if (task->k->gemm_group > 0) {
@@ -615,6 +620,12 @@ static void gemm_task(void *p, int ith, int nth) {
     const MatmulTask *task = p;
     const MatmulJob *job = &task->job;
     const QuantKernels *k = task->k;
+    if (k->gemm_rows) {
+        int64_t r0, r1;
+        split_range(job->n_out, ith, nth, 16, &r0, &r1);
+        if (r0 < r1) k->gemm_rows(job, r0, r1);
+        return;
+    }
     const int G = k->gemm_group;
     const int64_t rec = QPACK_RECORD_BYTES(G), n_groups = (job->T + G - 1) / G;
     const int64_t groups_per_block = GEMM_TOKEN_BLOCK / G;
@@ -702,6 +713,7 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
         else threadpool_run(pool, prepare_task, &task);
         threadpool_run(pool, gemv_task, &task);
     } else {
+        task.use_gemm = 1;
         threadpool_run(pool, prepare_task, &task);
         threadpool_run(pool, gemm_task, &task);
     }
@@ -784,6 +796,7 @@ static void run_parts(ThreadPool *pool, const MatmulPart *parts, int n_parts, co
     }
     const MatmulTask *first = &mt.parts[0];
     mt.use_gemm = T >= GEMM_MIN_TOKENS && first->k->gemm_group > 0;
+    for (int i = 0; i < n_parts; i++) mt.parts[i].use_gemm = mt.use_gemm;
     if (T == 1 && !mt.use_gemm) quantize_token(first, 0);
     else threadpool_run(pool, prepare_task, (void *)first);
     threadpool_run(pool, multi_task, &mt);

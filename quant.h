@@ -214,6 +214,14 @@ typedef struct {
     void (*gemm_unpack)(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb, uint8_t *tile);
     void (*gemm_tile)(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
                       float res[32][QTILE_ROWS]);
+    /* Optional: a family's own GEMM (AVX-512). When gemm_rows is set, a GEMM (T >= 7 tokens)
+     * calls gemm_prepare for each thread's share of the tokens [t0, t1) instead of quantize_q8_0 +
+     * the QPACK packing, then gemm_rows for each thread's output rows [r0, r1) instead of the
+     * gemm_unpack / gemm_tile loop. The family owns the layout of job->packed (at most QPACK's
+     * size: T rounded up to 16 tokens x nb blocks x 40 bytes); the activations are quantized
+     * exactly as quantize_row_q8_0_ref quantizes them. */
+    void (*gemm_prepare)(const MatmulJob *job, int64_t t0, int64_t t1);
+    void (*gemm_rows)(const MatmulJob *job, int64_t r0, int64_t r1);
     /* Probes: a checksum of `bytes` (multiple of 256) read from p; and `iters` rounds of the int8
      * dot instruction into independent accumulators, returning the multiply-adds done. */
     uint64_t (*probe_read)(const uint8_t *p, int64_t bytes);

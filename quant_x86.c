@@ -493,31 +493,36 @@ TARGET_AVX512 float vec_dot_f16_f32_avx512(int64_t n, const uint16_t *x, const f
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
 }
 
-/* quantize_row_q8_0_ref 16 floats at a time, byte for byte (as quantize_q8_0_avx2). */
+/* quantize_row_q8_0_ref on one block of 32 floats, 16 at a time, byte for byte (as
+ * quantize_q8_0_avx2): q[h] = the int32 codes of elements 16h..16h+15, *d the fp16 scale. */
+TARGET_AVX512 INLINE void quantize_block_avx512(const float *x, __m512i q[2], uint16_t *d16) {
+    __m512 v[2] = {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16)};
+    __m512 m = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps());  /* NaN skipped */
+    m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
+    const float amax = _mm512_reduce_max_ps(m);
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    *d16 = _cvtss_sh(d, 0);
+    for (int h = 0; h < 2; h++) {
+        __m512 p = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
+        __mmask16 in_range = _mm512_cmp_ps_mask(p, _mm512_set1_ps(-127.5f), _CMP_GT_OQ) &
+                             _mm512_cmp_ps_mask(p, _mm512_set1_ps(127.5f), _CMP_LT_OQ);
+        __m512 c = _mm512_maskz_mov_ps(in_range, p);  /* out of range or NaN -> 0 */
+        __m512i t = _mm512_cvttps_epi32(c);
+        __m512 tf = _mm512_cvtepi32_ps(t);
+        __mmask16 up = _mm512_cmp_ps_mask(c, _mm512_add_ps(tf, _mm512_set1_ps(0.5f)), _CMP_GE_OQ);
+        __mmask16 down = _mm512_cmp_ps_mask(c, _mm512_sub_ps(tf, _mm512_set1_ps(0.5f)), _CMP_LE_OQ);
+        t = _mm512_mask_add_epi32(t, up, t, _mm512_set1_epi32(1));
+        q[h] = _mm512_mask_sub_epi32(t, down, t, _mm512_set1_epi32(1));
+    }
+}
+
 TARGET_AVX512 static void quantize_q8_0_avx512(const float *x, BlockQ8_0 *y, int32_t *sums, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++) {
-        __m512 v[2] = {_mm512_loadu_ps(x + b * QK), _mm512_loadu_ps(x + b * QK + 16)};
-        __m512 m = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps());  /* NaN skipped */
-        m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
-        const float amax = _mm512_reduce_max_ps(m);
-        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = _cvtss_sh(d, 0);
-        __m512i total = _mm512_setzero_si512();
-        for (int h = 0; h < 2; h++) {
-            __m512 p = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
-            __mmask16 in_range = _mm512_cmp_ps_mask(p, _mm512_set1_ps(-127.5f), _CMP_GT_OQ) &
-                                 _mm512_cmp_ps_mask(p, _mm512_set1_ps(127.5f), _CMP_LT_OQ);
-            __m512 c = _mm512_maskz_mov_ps(in_range, p);  /* out of range or NaN -> 0 */
-            __m512i q = _mm512_cvttps_epi32(c);
-            __m512 qf = _mm512_cvtepi32_ps(q);
-            __mmask16 up = _mm512_cmp_ps_mask(c, _mm512_add_ps(qf, _mm512_set1_ps(0.5f)), _CMP_GE_OQ);
-            __mmask16 down = _mm512_cmp_ps_mask(c, _mm512_sub_ps(qf, _mm512_set1_ps(0.5f)), _CMP_LE_OQ);
-            q = _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
-            q = _mm512_mask_sub_epi32(q, down, q, _mm512_set1_epi32(1));
-            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * h), _mm512_cvtepi32_epi8(q));
-            total = _mm512_add_epi32(total, q);
-        }
-        sums[b] = _mm512_reduce_add_epi32(total);
+        __m512i q[2];
+        quantize_block_avx512(x + b * QK, q, &y[b].d);
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(q[0]));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(q[1]));
+        sums[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
     }
 }
 
@@ -637,80 +642,233 @@ TARGET_AVX512 static void float_tile_avx512(const MatmulJob *job, int64_t t, int
              : float_tile_avx512_typed(job, t, ntok, r, nrows, res, TYPE_BF16, 4);
 }
 
-/* GEMM tile for AVX-512: unsigned weight bytes (Q4_0: nibble; Q8_0: q + 128) at
- * tile[(row * nkb + b) * 32 + k], fp32 scales at tile_scales(tile)[b * 4 + row]. */
-TARGET_AVX512 INLINE void unpack_rows_avx512(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb,
-                                             uint8_t *tile, const int is_q4) {
-    float *scales = tile_scales(tile);
-    for (int i = 0; i < QTILE_ROWS; i++) {
-        const uint8_t *row = job->W + (r + (i < nrows ? i : 0)) * job->row_bytes;
-        for (int64_t b = 0; b < nkb; b++) {
-            uint16_t d = 0;
-            __m256i w = i < nrows ? gemv_weights_avx512(row, is_q4, kb + b, &d) : _mm256_setzero_si256();
-            _mm256_store_si256((__m256i *)(tile + (i * nkb + b) * QK), w);
-            scales[b * QTILE_ROWS + i] = i < nrows ? quant_fp16_table[d] : 0.0f;
+/* ---- The AVX-512 GEMM: 16 weight rows in the lanes -------------------------------------------
+ *
+ * gemm_prepare_avx512 quantizes the activations exactly as quantize_row_q8_0_ref and stores them
+ * token by token with their fp32 block scales and offset corrections beside:
+ *     int8_t  act[T][nb][32]    at job->packed
+ *     float   act_d[T][nb]      after act
+ *     int32_t act_corr[T][nb]   after act_d: -o * (the sum of the block's 32 int8 values)
+ * where o is what makes the weights unsigned (128 for Q8_0 stored as q ^ 0x80, 8 for Q4_0's
+ * nibbles): sum((w + o) * a) - o * sum(a) = sum(w * a), and the correction starts the int32
+ * accumulator. gemm_rows_avx512 unpacks 16 weight rows x a K chunk at a time into a tile where the
+ * lanes are the rows, so one vpdpbusd with the 4 activation bytes of one token as its broadcast
+ * memory operand does 16 rows x 4 products:
+ *     uint32_t w[nkb][8][16]   w[b][k4][i] = the 4 unsigned weight bytes 4k4.. of row i, block b
+ *     float    d[nkb][16]      the weight block scales
+ * Per block the exact int32 dot of 16 rows x one token is then scaled in float:
+ * acc += float(dot) * (dx[row] * dy[token]). Each output vector is 16 consecutive outputs of one
+ * token, stored (or, for later K chunks, added) in place. */
+enum {
+    G5_ROWS = 16,
+    G5_MAX_TOKENS = 12,        /* tokens per register block: 12 int32 + 12 float accumulators */
+    G5_TOKEN_BLOCK = 256,      /* tokens whose activations stay in L2 while the thread's rows go by */
+    G5_CHUNK_BLOCKS = 48,      /* K chunk (blocks): a token block's activations ~490 KB of L2 */
+    G5_ACT_PREFETCH = 256,     /* bytes ahead in each token's activations */
+};
+
+typedef struct {
+    uint32_t w[G5_CHUNK_BLOCKS][8][G5_ROWS];
+    float d[G5_CHUNK_BLOCKS][G5_ROWS];
+} G5Tile;
+
+typedef struct {
+    const int8_t *q;      /* [T][nb][32] */
+    const float *d;       /* [T][nb] */
+    const int32_t *corr;  /* [T][nb] */
+} G5Act;
+
+static G5Act g5_act(const MatmulJob *job) {
+    const int64_t n = job->T * job->nb;
+    G5Act a = {(const int8_t *)job->packed, (const float *)(job->packed + n * QK),
+               (const int32_t *)(job->packed + n * (QK + 4))};
+    return a;
+}
+
+TARGET_AVX512 static void gemm_prepare_avx512(const MatmulJob *job, int64_t t0, int64_t t1) {
+    G5Act a = g5_act(job);
+    const int offset = job->wtype == TYPE_Q4_0 ? 8 : 128;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t b = 0; b < job->nb; b++) {
+            const int64_t i = t * job->nb + b;
+            __m512i q[2];
+            uint16_t d;
+            quantize_block_avx512(job->x + t * job->n_in + b * QK, q, &d);
+            _mm_storeu_si128((__m128i *)(a.q + i * QK), _mm512_cvtepi32_epi8(q[0]));
+            _mm_storeu_si128((__m128i *)(a.q + i * QK + 16), _mm512_cvtepi32_epi8(q[1]));
+            ((float *)a.d)[i] = quant_fp16_table[d];
+            ((int32_t *)a.corr)[i] = -offset * _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
         }
+}
+
+/* 16 rows' 8 dwords each (rows i and i+8 in the halves of z[i]) -> w[k] = dword k of rows 0..15:
+ * the 8x8 transpose of each half (unpack 32, unpack 64), then the 128-bit lanes put in row order. */
+TARGET_AVX512 INLINE void transpose_16x8_avx512(__m512i z[8], uint32_t w[8][G5_ROWS]) {
+    __m512i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {  /* u[i + k] lanes: rows i..i+3 (and +8) dword k, then k + 4 */
+        u[i + 0] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    for (int k = 0; k < 4; k++) {
+        _mm512_store_si512(w[k], _mm512_permutex2var_epi64(u[k], lo, u[k + 4]));
+        _mm512_store_si512(w[k + 4], _mm512_permutex2var_epi64(u[k], hi, u[k + 4]));
     }
 }
 
-TARGET_AVX512 static void gemm_unpack_avx512(const MatmulJob *job, int64_t r, int nrows, int64_t kb, int64_t nkb,
-                                             uint8_t *tile) {
-    if (job->wtype == TYPE_Q4_0) unpack_rows_avx512(job, r, nrows, kb, nkb, tile, 1);
-    else unpack_rows_avx512(job, r, nrows, kb, nkb, tile, 0);
+/* 16 rows' 4 dwords each (row 4L+i in lane L of z[i]) -> w[k] = dword k of rows 0..15. */
+TARGET_AVX512 INLINE void transpose_16x4_avx512(__m512i z[4], __m512i w[4]) {
+    __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    w[0] = _mm512_unpacklo_epi64(t0, t2);
+    w[1] = _mm512_unpackhi_epi64(t0, t2);
+    w[2] = _mm512_unpacklo_epi64(t1, t3);
+    w[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
-/* res[j][i] (token j, row i) for 4 rows x (16 * NG) tokens (NG packed groups of G = 16). Per block
- * and group: the int32 accumulators start at the group's corr (-o * sum(a)), then for each of the
- * 8 four-byte weight groups k4, vpdpbusd(broadcast 4 weight bytes of row i, the 16 tokens' 4 bytes)
- * adds 4 products per token; finally acc += float(int) * dx[i] * dy[token]. Lane j = token j. */
-TARGET_AVX512 INLINE void tile_avx512(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
-                                      float res[32][QTILE_ROWS], const int NG) {
-    const float *dx = tile_scales_c(tile);
-    const uint8_t *acts[2] = {act0, act1};
-    __m512 accf[4][2];
-    for (int i = 0; i < 4; i++)
-        for (int v = 0; v < NG; v++) accf[i][v] = _mm512_setzero_ps();
+/* Rows [r, r + 16) (those < n_out; the others read as row r and their scales zeroed, so that they
+ * contribute nothing) x blocks [kb, kb + nkb) into the tile: each row's 32 (Q4_0: 16) bytes loaded,
+ * then transposed in registers; the 16 fp16 scales with one gather. */
+TARGET_AVX512 static void g5_unpack(const MatmulJob *job, int64_t r, int64_t kb, int64_t nkb, G5Tile *tile) {
+    const int64_t left = job->n_out - r;
+    const __mmask16 rows = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    const __m512i row_off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32((int)job->row_bytes));
+    const uint8_t *row[G5_ROWS];
+    for (int i = 0; i < G5_ROWS; i++) row[i] = job->W + (r + (i < left ? i : 0)) * job->row_bytes;
+    const int q4 = job->wtype == TYPE_Q4_0;
+    const int64_t bb = q4 ? (int64_t)sizeof(BlockQ4_0) : (int64_t)sizeof(BlockQ8_0);
     for (int64_t b = 0; b < nkb; b++) {
-        __m512i acci[4][2];
-#pragma GCC unroll 2
-        for (int v = 0; v < NG; v++) {
-            __m512i corr = _mm512_load_si512(acts[v] + b * QPACK_RECORD_BYTES(16) + 36 * 16);
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) acci[i][v] = corr;
+        const int64_t off = (kb + b) * bb;
+        if (q4) {
+            __m512i z[4], w[4];
+            for (int i = 0; i < 4; i++) {
+                __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(row[i] + off + 2)));
+                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(row[i + 4] + off + 2)), 1);
+                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(row[i + 8] + off + 2)), 2);
+                z[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(row[i + 12] + off + 2)), 3);
+            }
+            transpose_16x4_avx512(z, w);
+            for (int k4 = 0; k4 < 4; k4++) {  /* qs dword k4: elements 4k4.. (low) and 16+4k4.. (high) */
+                _mm512_store_si512(tile->w[b][k4], _mm512_and_si512(w[k4], _mm512_set1_epi8(0x0F)));
+                _mm512_store_si512(tile->w[b][k4 + 4], _mm512_and_si512(_mm512_srli_epi16(w[k4], 4), _mm512_set1_epi8(0x0F)));
+            }
+        } else {
+            __m512i z[8];
+            for (int i = 0; i < 8; i++) {
+                __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(row[i] + off + 2)));
+                v = _mm512_inserti64x4(v, _mm256_loadu_si256((const __m256i *)(row[i + 8] + off + 2)), 1);
+                z[i] = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+            }
+            transpose_16x8_avx512(z, tile->w[b]);
+        }
+        /* the fp16 scale is the low half of the gathered dword; rows past n_out get 0 */
+        __m512i hd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, row_off, job->W + r * job->row_bytes + off, 1);
+        _mm512_store_ps(tile->d[b], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hd)));
+    }
+}
+
+/* acc + the 4-byte dot products of w's unsigned bytes with the signed bytes p[0..3] in every lane:
+ * vpdpbusd with p as its broadcast memory operand ({1to16}; compilers do not fold a broadcast
+ * load into vpdpbusd themselves, and a separate vpbroadcastd per instruction costs ~10%). */
+TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)p));
+    return acc;
+}
+
+TARGET_AVX512 INLINE void g5_tokens(const MatmulJob *job, const G5Tile *tile, int64_t r, int64_t kb, int64_t nkb,
+                                    int64_t t0, const int NT, int first) {
+    const int64_t nb = job->nb, left = job->n_out - r;
+    const __mmask16 rows = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    const G5Act a = g5_act(job);
+    const int8_t *q = a.q + (t0 * nb + kb) * QK;
+    const float *dy = a.d + t0 * nb + kb;
+    const int32_t *corr = a.corr + t0 * nb + kb;
+    __m512 accf[G5_MAX_TOKENS];
+#pragma GCC unroll 12
+    for (int j = 0; j < NT; j++) accf[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nkb; b++) {
+        __m512i acc[G5_MAX_TOKENS];
+#pragma GCC unroll 12
+        for (int j = 0; j < NT; j++) {
+            acc[j] = _mm512_set1_epi32(corr[j * nb + b]);
+            _mm_prefetch((const char *)(q + (j * nb + b) * QK) + G5_ACT_PREFETCH, _MM_HINT_T0);
         }
 #pragma GCC unroll 8
         for (int k4 = 0; k4 < 8; k4++) {
-            __m512i a[2];
-#pragma GCC unroll 2
-            for (int v = 0; v < NG; v++) a[v] = _mm512_load_si512(acts[v] + b * QPACK_RECORD_BYTES(16) + k4 * 64);
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                __m512i w = _mm512_set1_epi32(load_i32(tile + (i * nkb + b) * QK + k4 * 4));
-#pragma GCC unroll 2
-                for (int v = 0; v < NG; v++) acci[i][v] = _mm512_dpbusd_epi32(acci[i][v], w, a[v]);
-            }
+            const __m512i w = _mm512_load_si512(tile->w[b][k4]);
+#pragma GCC unroll 12
+            for (int j = 0; j < NT; j++)  /* the activation bytes: vpdpbusd's broadcast memory operand */
+                acc[j] = dpbusd_bcast(acc[j], w, q + (j * nb + b) * QK + 4 * k4);
         }
-        __m512 dy[2];
-#pragma GCC unroll 2
-        for (int v = 0; v < NG; v++) dy[v] = _mm512_load_ps(acts[v] + b * QPACK_RECORD_BYTES(16) + 32 * 16);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            __m512 dxi = _mm512_set1_ps(dx[b * 4 + i]);
-#pragma GCC unroll 2
-            for (int v = 0; v < NG; v++)
-                accf[i][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acci[i][v]), _mm512_mul_ps(dxi, dy[v]), accf[i][v]);
-        }
+        const __m512 dx = _mm512_load_ps(tile->d[b]);
+#pragma GCC unroll 12
+        for (int j = 0; j < NT; j++)
+            accf[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j]), _mm512_mul_ps(dx, _mm512_set1_ps(dy[j * nb + b])), accf[j]);
     }
-    float by_row[QTILE_ROWS][32];
-    for (int i = 0; i < 4; i++)
-        for (int v = 0; v < NG; v++) _mm512_storeu_ps(&by_row[i][16 * v], accf[i][v]);
-    transpose_tile(by_row, 16 * NG, res);
+#pragma GCC unroll 12
+    for (int j = 0; j < NT; j++) {
+        float *o = job->out + (t0 + j) * job->n_out + r;
+        __m512 v = first ? accf[j] : _mm512_add_ps(_mm512_maskz_loadu_ps(rows, o), accf[j]);
+        _mm512_mask_storeu_ps(o, rows, v);
+    }
 }
 
-TARGET_AVX512 static void gemm_tile_avx512(const uint8_t *tile, const uint8_t *act0, const uint8_t *act1, int64_t nkb,
-                                           float res[32][QTILE_ROWS]) {
-    if (act1) tile_avx512(tile, act0, act1, nkb, res, 2);
-    else tile_avx512(tile, act0, act0, nkb, res, 1);
+TARGET_AVX512 static void g5_token_range(const MatmulJob *job, const G5Tile *tile, int64_t r, int64_t kb, int64_t nkb,
+                                         int64_t t0, int64_t t1, int first) {
+    int64_t t = t0;
+    for (; t + G5_MAX_TOKENS <= t1; t += G5_MAX_TOKENS) g5_tokens(job, tile, r, kb, nkb, t, G5_MAX_TOKENS, first);
+    switch (t1 - t) {  /* the tail, each count its own specialized copy */
+    case 0: break;
+    case 1: g5_tokens(job, tile, r, kb, nkb, t, 1, first); break;
+    case 2: g5_tokens(job, tile, r, kb, nkb, t, 2, first); break;
+    case 3: g5_tokens(job, tile, r, kb, nkb, t, 3, first); break;
+    case 4: g5_tokens(job, tile, r, kb, nkb, t, 4, first); break;
+    case 5: g5_tokens(job, tile, r, kb, nkb, t, 5, first); break;
+    case 6: g5_tokens(job, tile, r, kb, nkb, t, 6, first); break;
+    case 7: g5_tokens(job, tile, r, kb, nkb, t, 7, first); break;
+    case 8: g5_tokens(job, tile, r, kb, nkb, t, 8, first); break;
+    case 9: g5_tokens(job, tile, r, kb, nkb, t, 9, first); break;
+    case 10: g5_tokens(job, tile, r, kb, nkb, t, 10, first); break;
+    default: g5_tokens(job, tile, r, kb, nkb, t, 11, first); break;
+    }
+}
+
+/* One thread's rows [r0, r1):
+ *   for each block of G5_TOKEN_BLOCK tokens      (their activations stay in L2)
+ *     for each K chunk of up to G5_CHUNK_BLOCKS blocks
+ *       for each 16 rows                         (unpacked once into the tile)
+ *         for each 12 tokens                     (the register block)
+ * The weights of the next 16 rows are prefetched while the current ones are used. */
+TARGET_AVX512 static void gemm_rows_avx512(const MatmulJob *job, int64_t r0, int64_t r1) {
+    static _Thread_local G5Tile tile __attribute__((aligned(64)));
+    const int64_t n_chunks = (job->nb + G5_CHUNK_BLOCKS - 1) / G5_CHUNK_BLOCKS;
+    const int64_t chunk = (job->nb + n_chunks - 1) / n_chunks;
+    const int64_t block_bytes = job->wtype == TYPE_Q4_0 ? (int64_t)sizeof(BlockQ4_0) : (int64_t)sizeof(BlockQ8_0);
+    for (int64_t tb = 0; tb < job->T; tb += G5_TOKEN_BLOCK) {
+        const int64_t tb_end = job->T < tb + G5_TOKEN_BLOCK ? job->T : tb + G5_TOKEN_BLOCK;
+        for (int64_t kb = 0; kb < job->nb; kb += chunk) {
+            const int64_t nkb = job->nb - kb < chunk ? job->nb - kb : chunk;
+            for (int64_t r = r0; r < r1; r += G5_ROWS) {
+                g5_unpack(job, r, kb, nkb, &tile);
+                /* the next rows' weights for this chunk (or the first rows of the next chunk) */
+                const int64_t nr = r + G5_ROWS < r1 ? r + G5_ROWS : r0;
+                const int64_t nkb0 = r + G5_ROWS < r1 ? kb : kb + chunk;
+                if (nkb0 < job->nb)
+                    for (int64_t i = nr; i < nr + G5_ROWS && i < r1; i++) {
+                        const uint8_t *p = job->W + i * job->row_bytes + nkb0 * block_bytes;
+                        for (int64_t off = 0; off < nkb * block_bytes; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
+                    }
+                g5_token_range(job, &tile, r, kb, nkb, tb, tb_end, kb == 0);
+            }
+        }
+    }
 }
 
 TARGET_AVX512 static uint64_t probe_read_avx512(const uint8_t *p, int64_t bytes) {
@@ -752,11 +910,9 @@ const QuantKernels quant_kernels_avx512 = {
     .quantize_q8_0 = quantize_q8_0_avx512,
     .gemv_q = gemv_q_avx512,
     .float_tile = float_tile_avx512,
-    .gemm_group = 16,
-    .q4_0_offset = 8,
-    .q8_0_offset = 128,
-    .gemm_unpack = gemm_unpack_avx512,
-    .gemm_tile = gemm_tile_avx512,
+    .gemm_group = 16,  /* the GEMM is gemm_rows (no QPACK tiles); 16 = tokens per share in prepare */
+    .gemm_prepare = gemm_prepare_avx512,
+    .gemm_rows = gemm_rows_avx512,
     .probe_read = probe_read_avx512,
     .probe_int8 = probe_int8_avx512,
 };

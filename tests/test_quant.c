@@ -618,17 +618,18 @@ static ThreadPool *two_threads(void) {
 
 static void run_matmul_cases(int wtype, const int64_t *n_ins, int n_n_in) {
     static const int64_t n_outs[] = {1, 5, 37, 300};
-    /* GEMV passes of 1-4 tokens below 7; GEMM from 7, in blocks of 128 tokens (150: two blocks) */
-    static const int64_t Ts[] = {1, 2, 3, 5, 7, 17, 128, 150};
+    /* GEMV passes of 1-4 tokens below 7; GEMM from 7, in blocks of 128 tokens (150: two blocks;
+     * AVX-512: blocks of 256 tokens in register blocks of 12, so 270 = a whole block + 14) */
+    static const int64_t Ts[] = {1, 2, 3, 5, 7, 17, 128, 150, 270};
     ThreadPool *pools[2] = {NULL, two_threads()};
     uint64_t rng = 6 + (uint64_t)wtype;
     char why[512];
     int n_cases = 0, n_bad = 0;
     for (int i = 0; i < n_n_in; i++)
         for (int o = 0; o < 4; o++)
-            for (int t = 0; t < 8; t++) {
+            for (int t = 0; t < 9; t++) {
                 MatmulCase c = {wtype, n_ins[i], n_outs[o], Ts[t]};
-                if (n_ins[i] > 1024 && (n_outs[o] != 37 || (Ts[t] != 1 && Ts[t] != 5 && Ts[t] != 17 && Ts[t] != 150)))
+                if (n_ins[i] > 1024 && (n_outs[o] != 37 || (Ts[t] != 1 && Ts[t] != 5 && Ts[t] != 17 && Ts[t] != 270)))
                     continue;
                 n_cases++;
                 if (!check_matmul_case(&c, pools, &rng, why, sizeof why)) {
@@ -639,8 +640,9 @@ static void run_matmul_cases(int wtype, const int64_t *n_ins, int n_n_in) {
     threadpool_free(pools[1]);
 }
 
-/* n_in 4160 = 130 blocks: the GEMM splits K in two chunks (a 128-token block's activations over
- * all of K would not fit its L2 budget). */
+/* n_in 4160 = 130 blocks: the GEMM splits K into chunks (the generic tile loop: two chunks, as a
+ * 128-token block's activations would overflow its L2 budget; AVX-512: three chunks of at most 48
+ * blocks), whose partial sums are added in the output. */
 static void test_matmul_q4_0(void) {
     const int64_t n_ins[] = {32, 96, 160, 4160};
     run_matmul_cases(TYPE_Q4_0, n_ins, 4);
