@@ -58,6 +58,14 @@ static void probe_limits(ThreadPool *pool, double *bandwidth, double *peak) {
     *peak = median(peak_runs, 5);
 }
 
+/* The ceiling of a GEMM with Q8_0 block scales (quant.h: probe_int8_block_scaled), median of 5;
+ * negative when the kernel family has no such probe. */
+static double probe_block_scaled(ThreadPool *pool) {
+    double runs[5];
+    for (int r = 0; r < 5; r++) runs[r] = probe_int8_block_scaled(pool);
+    return median(runs, 5);
+}
+
 /* Multiply-add operations (×2) of a prefill of T tokens: every layer matrix for every token, the
  * output layer for the last token only, and causal attention (q·k and a·v over the prefix). */
 static double prefill_ops(const Llm *m, int64_t T) {
@@ -276,6 +284,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     Llm *m = bluelmv_llm(b);
     double vit_gb = (double)bluelmv_vit(b)->weight_bytes / 1e9;
     int vit_batch = (int)bluelmv_vit(b)->batch;
+    double vit_ops = vit_block_ops(&bluelmv_vit(b)->config);  /* per ViT input (tile or thumbnail) */
 
     /* Table 5: encode (decoupled: the ViT is released afterwards), then the whole input, then decode */
     fprintf(stderr, "bench: encoding %s\n", image);
@@ -292,17 +301,19 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     double ops = prefill_ops(m, main_run.n_input);
     double bandwidth, peak;
     probe_limits(m->pool, &bandwidth, &peak);
+    double scaled_peak = probe_block_scaled(m->pool);
+    double vit_gops = vit_ops * (double)img->n_images / img->blocks_s / 1e9;
     double encode_total = img->decode_s + img->preprocess_s + img->encode_s;
     double decode_gb = decode_bytes(m, main_run.n_input + o->tg_tokens / 2) / 1e9;
     if (o->json) {
         printf("{\"threads\": %d, \"kernels\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, "
                "\"llm_gb\": %.4f, \"vit_gb\": %.4f, \"load_s\": %.3f, \"grid\": \"%d:%d\", \"vit_inputs\": %lld, "
                "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, \"patch_embed_after_first_s\": %.3f, "
-               "\"vit_blocks_s\": %.3f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
+               "\"vit_blocks_s\": %.3f, \"vit_gops\": %.1f, \"block_scaled_peak_gops\": %.1f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
                "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f}\n",
                o->n_threads, quant_kernel_name(), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
                img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
-               img->conv_hidden_s, img->conv_s - img->conv_first_s, img->blocks_s, (long long)main_run.n_input, main_run.prefill_s,
+               img->conv_hidden_s, img->conv_s - img->conv_first_s, img->blocks_s, vit_gops, scaled_peak, (long long)main_run.n_input, main_run.prefill_s,
                main_run.decode_tok_s, decode_gb * main_run.decode_tok_s / bandwidth, main_run.ttft_s, peak_rss);
         rc = 0;
         goto done;
@@ -320,6 +331,12 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
            encode_total, img->decode_s, img->preprocess_s, img->encode_s, img->n_batches, vit_batch, img->conv_s,
            img->conv_hidden_s, img->conv_s - img->conv_first_s,
            img->blocks_s, img->blocks_s / (double)img->n_images, img->project_s);
+    printf("ViT blocks       %.1f GOP per input, %.1f GOP/s = %.1f%% of int8 peak", vit_ops / 1e9, vit_gops,
+           100.0 * vit_gops / peak);
+    if (scaled_peak > 0)
+        printf(" = %.1f%% of the block-scaled int8 ceiling (%.1f GOP/s: the most a Q8_0 GEMM can do here)",
+               100.0 * vit_gops / scaled_peak, scaled_peak);
+    printf("\n");
     printf("LLM prefill      %lld tokens (%lld image) in %.3f s = %.1f tok/s = %.1f GOP/s = %.1f%% of int8 peak\n",
            (long long)main_run.n_input, (long long)img->n_tokens, main_run.prefill_s,
            (double)main_run.n_input / main_run.prefill_s, ops / 1e9 / main_run.prefill_s,

@@ -724,11 +724,15 @@ static int cmd_encode(int argc, char **argv) {
     const Vit *vit = bluelmv_vit(b);
     if (vit) {
         const VitTimings *t = &vit->timings;
+        double blocks = t->qkvo + t->attention + t->mlp + t->other;
         fprintf(stderr, "per tile: %.3f s (patch embedding %.3f, q/k/v/o %.3f, attention %.3f, mlp %.3f, other %.3f, "
-                "projector %.3f); peak RSS %.3f GB\n", img->encode_s / (double)img->n_images,
+                "projector %.3f); blocks %.1f GOP/s (bluelmv bench sets that against the machine's int8 limits); "
+                "peak RSS %.3f GB\n", img->encode_s / (double)img->n_images,
                 img->conv_s / (double)img->n_images, t->qkvo / (double)img->n_images,
                 t->attention / (double)img->n_images, t->mlp / (double)img->n_images, t->other / (double)img->n_images,
-                t->project / (double)img->n_images, (double)blv_peak_rss_bytes() / 1e9);
+                t->project / (double)img->n_images,
+                blocks > 0 ? vit_block_ops(&vit->config) * (double)img->n_images / blocks / 1e9 : 0.0,
+                (double)blv_peak_rss_bytes() / 1e9);
     }
     bluelmv_image_free(img);
     bluelmv_free(b);

@@ -858,6 +858,7 @@ typedef struct {
     int64_t iters;
     uint64_t *sink;   /* one per thread: keeps the reads from being optimized away */
     int64_t *macs;    /* one per thread */
+    int scaled;       /* probe_int8_scaled instead of probe_int8 */
 } ProbeTask;
 
 static void read_probe_task(void *p, int ith, int nth) {
@@ -870,7 +871,7 @@ static void read_probe_task(void *p, int ith, int nth) {
 static void int8_probe_task(void *p, int ith, int nth) {
     (void)nth;
     ProbeTask *q = p;
-    q->macs[ith] = q->k->probe_int8(q->iters);
+    q->macs[ith] = q->scaled ? q->k->probe_int8_scaled(q->iters) : q->k->probe_int8(q->iters);
 }
 
 /* Median wall time of PROBE_RUNS runs of fn on the pool. */
@@ -905,9 +906,10 @@ double probe_read_bandwidth(ThreadPool *pool, int64_t bytes) {
     return (double)bytes / t * 1e-9;
 }
 
-double probe_int8_peak(ThreadPool *pool) {
+static double int8_probe(ThreadPool *pool, int scaled) {
     int nth = threadpool_size(pool);
-    ProbeTask q = {.k = kernels(), .iters = 256};
+    ProbeTask q = {.k = kernels(), .iters = 256, .scaled = scaled};
+    if (scaled && !q.k->probe_int8_scaled) return -1.0;
     q.macs = calloc((size_t)nth, sizeof *q.macs);
     if (!q.macs) return -1.0;
     for (;;) {  /* calibrate: about 30 ms per run */
@@ -923,3 +925,6 @@ double probe_int8_peak(ThreadPool *pool) {
     free(q.macs);
     return 2.0 * (double)macs / t * 1e-9;
 }
+
+double probe_int8_peak(ThreadPool *pool) { return int8_probe(pool, 0); }
+double probe_int8_block_scaled(ThreadPool *pool) { return int8_probe(pool, 1); }

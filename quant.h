@@ -153,6 +153,14 @@ void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_
  * about 30 ms each. This is the ceiling for compute-bound work such as the T > 1 matmul (prefill). */
 double probe_read_bandwidth(ThreadPool *pool, int64_t bytes);
 double probe_int8_peak(ThreadPool *pool);
+/* probe_int8_block_scaled: GOP/s (counting only the int8 multiply-adds) of the inner pattern of a
+ * Q8_0 GEMM, in registers: per block of 32 products and vector of outputs, the dot instructions,
+ * then the int32 -> float conversion and the block-scale multiply and accumulate (acc +=
+ * float(dot) * (dx * dy)). The scale arithmetic competes with the dot instruction for the same
+ * execution ports (on Zen 4 the multiply and the FMA do, the conversion does not), so this is the
+ * attainable ceiling of any GEMM with ggml's per-32 block scales: about 80% of probe_int8_peak
+ * there. Returns a negative value for kernel families that do not have it (only AVX-512 does). */
+double probe_int8_block_scaled(ThreadPool *pool);
 
 /* ---- internal: the interface between quant.c and the per-ISA files ---------------------------
  * Nothing outside quant*.c needs this section. quant.c owns the scalar reference, the type table,
@@ -226,6 +234,7 @@ typedef struct {
      * dot instruction into independent accumulators, returning the multiply-adds done. */
     uint64_t (*probe_read)(const uint8_t *p, int64_t bytes);
     int64_t (*probe_int8)(int64_t iters);
+    int64_t (*probe_int8_scaled)(int64_t iters);  /* optional: probe_int8_block_scaled's pattern */
 } QuantKernels;
 
 /* The GEMV's row order. [r0, r1) is cut into four quarters of q = (r1 - r0) / 4 rows, and step

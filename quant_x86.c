@@ -901,6 +901,37 @@ TARGET_AVX512 static int64_t probe_int8_avx512(int64_t iters) {
     return iters * 16 * 64;
 }
 
+/* The inner pattern of gemm_rows_avx512 in registers: 12 outputs vectors, each per block 8
+ * vpdpbusd from its correction, then acc += float(dot) * (dx * dy). */
+TARGET_AVX512 static int64_t probe_int8_scaled_avx512(int64_t iters) {
+    volatile char seed = 3;
+    const __m512i a = _mm512_set1_epi8(seed), w = _mm512_set1_epi8((char)(seed - 5));
+    volatile float scale = 1e-6f;
+    const __m512 dx = _mm512_set1_ps(scale);
+    __m512 acc[12];
+    for (int j = 0; j < 12; j++) acc[j] = _mm512_setzero_ps();
+    __m512i av = a;
+    for (int64_t it = 0; it < iters; it++) {
+        __asm__ volatile("" : "+v"(av));  /* the dots are not loop-invariant */
+        __m512i dot[12];
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; j++) dot[j] = _mm512_set1_epi32(j);
+#pragma GCC unroll 8
+        for (int k4 = 0; k4 < 8; k4++)
+#pragma GCC unroll 12
+            for (int j = 0; j < 12; j++) dot[j] = _mm512_dpbusd_epi32(dot[j], w, av);
+        const __m512 dy = _mm512_set1_ps((float)(it & 7) + 1.0f);  /* a different product each block */
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j]), _mm512_mul_ps(dx, _mm512_add_ps(dy, acc[11 - j])), acc[j]);
+    }
+    __m512 s = acc[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_ps(s, acc[j]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return iters * 12 * 8 * 64;
+}
+
 const QuantKernels quant_kernels_avx512 = {
     .name = "avx512",
     .dot_q4_0_q8_0 = vec_dot_q4_0_q8_0_avx512,
@@ -915,6 +946,7 @@ const QuantKernels quant_kernels_avx512 = {
     .gemm_rows = gemm_rows_avx512,
     .probe_read = probe_read_avx512,
     .probe_int8 = probe_int8_avx512,
+    .probe_int8_scaled = probe_int8_scaled_avx512,
 };
 
 #endif /* x86 */

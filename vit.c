@@ -894,3 +894,10 @@ int vit_write_random(const char *path, const VitShape *sh, int type, uint64_t se
     free(plan);
     return rc;
 }
+
+double vit_block_ops(const VitConfig *c) {
+    const double T = (double)c->n_patches, D = (double)c->dim, F = (double)c->ffn_dim;
+    const double matrices = T * (4.0 * D * D + 2.0 * D * F);
+    const double attention = 2.0 * (double)c->n_heads * T * T * (double)c->head_dim;  /* q·kᵀ and p·v */
+    return 2.0 * (double)c->n_layers * (matrices + attention);
+}

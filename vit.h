@@ -202,6 +202,10 @@ void vit_project(Vit *v, const float *x, int64_t tile0, int64_t n, float *out);
 
 void vit_reset_timings(Vit *v);
 
+/* Operations (2 per multiply-add) of one image through the encoder blocks: the q, k, v, o and MLP
+ * matrices for every token, and attention's q·kᵀ and p·v (so400m at 384², 26 blocks: 640 GOP). */
+double vit_block_ops(const VitConfig *c);
+
 /* ---- random-weight files (`bluelmv gen`) ------------------------------------------------------- */
 typedef struct {
     const char *name;         /* preset name, written as general.name */
