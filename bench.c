@@ -1,7 +1,9 @@
 /* bench.c — `bluelmv bench`.
  *
  * Limits, measured in the same run with built-in probes (quant.h):
- *   read bandwidth  — GB/s of streaming a buffer much larger than the caches, all threads;
+ *   read bandwidth  — GB/s of streaming a buffer much larger than the caches, all threads; for decode,
+ *                     the same read over the decode's own memory (weights and KV rows), probed beside
+ *                     each timed repetition (probe_decode_memory);
  *   int8 peak       — GOP/s of the best int8 dot instruction (one multiply-add = 2 ops), all threads.
  * Speeds:
  *   tg (decode)     — tokens/s generating one token at a time, after --depth tokens of context;
@@ -44,6 +46,7 @@ static double median(double *v, int n) {
 }
 
 static int64_t matrix_elems(const Matrix *m) { return m->rows * m->cols; }
+static int64_t matrix_bytes_of(const Matrix *m) { return m->rows * type_row_bytes(m->type, m->cols); }
 
 /* The machine's limits, medians of 5 probes: read bandwidth over a 256 MiB buffer (8x the largest
  * L3 we expect) and the int8 dot-product peak, on all of the pool's threads. */
@@ -87,6 +90,35 @@ static double decode_bytes(const Llm *m, int64_t context) {
            2.0 * (double)m->config.n_layers * (double)(context + 1) * (double)m->state.kv_row_bytes;
 }
 
+/* The read bandwidth over exactly the memory one decode step reads at `context` tokens of context:
+ * every weight matrix (as decode_bytes counts them) and the KV rows 0..context of every layer and KV
+ * head. Probing the model's own pages (not a fresh buffer) measures them with their page sizes and
+ * placement, adds nothing to the peak RSS, and can be repeated beside each timed repetition, so that
+ * the roofline fraction compares a decode with the bandwidth the machine gave at that moment (on a
+ * shared machine it changes by 1.5x from one minute to the next). */
+static double probe_decode_memory(const Llm *m, int64_t context) {
+    const LlmWeights *w = &m->weights;
+    int64_t n_layers = m->config.n_layers, n_kv = m->config.n_kv_heads;
+    int n = 0;
+    ReadSpan *spans = malloc(sizeof *spans * (size_t)(n_layers * (7 + 2 * n_kv) + 1));
+    if (!spans) return -1.0;
+    for (int64_t l = 0; l < n_layers; l++) {
+        const LlmLayer *L = &w->layers[l];
+        const Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) spans[n++] = (ReadSpan){mats[i]->data, matrix_bytes_of(mats[i])};
+        int64_t rows = context + 1 < m->n_ctx ? context + 1 : m->n_ctx, rb = m->state.kv_head_row_bytes;
+        for (int64_t h = 0; h < n_kv; h++) {
+            size_t at = (size_t)((l * n_kv + h) * m->n_ctx * rb);
+            spans[n++] = (ReadSpan){(const uint8_t *)m->state.key_cache + at, rows * rb};
+            spans[n++] = (ReadSpan){(const uint8_t *)m->state.value_cache + at, rows * rb};
+        }
+    }
+    spans[n++] = (ReadSpan){w->output.data, matrix_bytes_of(&w->output)};
+    double gbs = probe_read_spans(m->pool, spans, n);
+    free(spans);
+    return gbs;
+}
+
 static void fill_tokens(int32_t *ids, int64_t n, int64_t vocab, uint64_t *state) {
     for (int64_t i = 0; i < n; i++) {
         *state = *state * 6364136223846793005ull + 1442695040888963407ull;
@@ -119,11 +151,14 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     int64_t vocab = m->config.vocab_size, n_tg = o->depth + o->tg_tokens;
     int64_t n_ids = o->prompt_tokens > n_tg ? o->prompt_tokens : n_tg;
     int32_t *ids = malloc((size_t)n_ids * sizeof(int32_t));
-    double *tg = calloc((size_t)o->reps, sizeof(double)), *pp = calloc((size_t)o->reps, sizeof(double));
-    if (!ids || !tg || !pp) {
+    double *tg = calloc((size_t)o->reps * 4, sizeof(double)), *pp = tg + o->reps, *tg_bw = pp + o->reps,
+           *tg_frac = tg_bw + o->reps;
+    /* the mean context over the timed steps: depth + 1 .. depth + tg_tokens - 1 */
+    int64_t tg_context = o->depth + o->tg_tokens / 2;
+    double tg_gb = decode_bytes(m, tg_context) / 1e9;
+    if (!ids || !tg) {
         free(ids);
         free(tg);
-        free(pp);
         bluelmv_free(b);
         return blv_fail(err, "out of memory");
     }
@@ -145,9 +180,12 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         fill_tokens(ids, n_tg, vocab, &rng);
         bluelmv_reset(b);
         if (rc == 0) rc = bluelmv_eval(b, ids, o->depth + 1, err);
+        double bw_before = probe_decode_memory(m, tg_context);
         t0 = blv_now();
         for (int64_t i = o->depth + 1; i < n_tg && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
         tg[r] = (double)(o->tg_tokens - 1) / (blv_now() - t0);
+        tg_bw[r] = 0.5 * (bw_before + probe_decode_memory(m, tg_context));
+        tg_frac[r] = tg_gb * tg[r] / tg_bw[r];
     }
     if (isatty(2)) fprintf(stderr, "\n");
     /* peak RSS before the probes, whose buffer would otherwise count */
@@ -156,27 +194,26 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     probe_limits(pool, &bandwidth, &peak);
     if (rc == 0) {
         double tg_med = median(tg, o->reps), pp_med = median(pp, o->reps);
+        double tg_fraction = median(tg_frac, o->reps), tg_bandwidth = median(tg_bw, o->reps);
         double gb_per_token = (double)m->weight_bytes / 1e9;
-        /* the mean context over the timed steps: depth + 1 .. depth + tg_tokens - 1 */
-        double tg_gb = decode_bytes(m, o->depth + o->tg_tokens / 2) / 1e9;
-        double tg_fraction = tg_gb * tg_med / bandwidth;
         double pp_gops = prefill_ops(m, o->prompt_tokens) / 1e9 * pp_med / (double)o->prompt_tokens;
         double pp_fraction = pp_gops / peak;
         if (o->json) {
             printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"load_s\": %.3f, "
-                   "\"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, \"weight_gb\": %.4f, "
+                   "\"read_bandwidth_gbs\": %.2f, \"decode_memory_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, \"weight_gb\": %.4f, "
                    "\"tg_depth\": %lld, \"tg_gb_per_token\": %.4f, "
                    "\"tg_tok_s\": %.3f, \"tg_roofline_fraction\": %.4f, \"pp_tokens\": %lld, \"pp_tok_s\": %.3f, "
                    "\"pp_gops\": %.2f, \"pp_peak_fraction\": %.4f, \"peak_rss_gb\": %.3f}\n",
-                   o->model_path, threadpool_size(pool), quant_kernel_name(), t_load, bandwidth, peak, gb_per_token,
+                   o->model_path, threadpool_size(pool), quant_kernel_name(), t_load, bandwidth, tg_bandwidth, peak, gb_per_token,
                    (long long)o->depth, tg_gb, tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss);
         } else {
             printf("model            %s (%.3f GB of weight matrices), loaded in %.2f s\n", o->model_path, gb_per_token, t_load);
             printf("threads          %d, kernels %s\n", threadpool_size(pool), quant_kernel_name());
-            printf("read bandwidth   %.2f GB/s (probe, median of 5)\n", bandwidth);
+            printf("read bandwidth   %.2f GB/s (probe of a fresh 256 MiB buffer, median of 5); %.2f GB/s over the "
+                   "decode's own memory (median of the probes beside each repetition)\n", bandwidth, tg_bandwidth);
             printf("int8 peak        %.1f GOP/s (probe, median of 5)\n", peak);
             printf("tg               %.2f tok/s at depth %lld = %.2f GB/s of weights and KV cache (%.3f GB per token) "
-                   "= %.1f%% of read bandwidth (median of %d)\n",
+                   "= %.1f%% of the read bandwidth beside it (median of %d)\n",
                    tg_med, (long long)o->depth, tg_gb * tg_med, tg_gb, 100.0 * tg_fraction, o->reps);
             printf("pp%-4lld           %.2f tok/s = %.1f GOP/s = %.1f%% of int8 peak (median of %d)\n",
                    (long long)o->prompt_tokens, pp_med, pp_gops, 100.0 * pp_fraction, o->reps);
@@ -185,7 +222,6 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     }
     free(ids);
     free(tg);
-    free(pp);
     bluelmv_free(b);
     return rc;
 }
@@ -297,6 +333,8 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     TurnResult main_run;
     if (bench_turn(b, img, query, o->tg_tokens, &main_run, err) != 0) goto done;
     double peak_rss = (double)blv_peak_rss_bytes() / 1e9;
+    int64_t decode_context = main_run.n_input + o->tg_tokens / 2;
+    double decode_bw = probe_decode_memory(m, decode_context);  /* right after the decode */
     double gb_per_token = (double)m->weight_bytes / 1e9;
     double ops = prefill_ops(m, main_run.n_input);
     double bandwidth, peak;
@@ -304,17 +342,17 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     double scaled_peak = probe_block_scaled(m->pool);
     double vit_gops = vit_ops * (double)img->n_images / img->blocks_s / 1e9;
     double encode_total = img->decode_s + img->preprocess_s + img->encode_s;
-    double decode_gb = decode_bytes(m, main_run.n_input + o->tg_tokens / 2) / 1e9;
+    double decode_gb = decode_bytes(m, decode_context) / 1e9;
     if (o->json) {
         printf("{\"threads\": %d, \"kernels\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, "
                "\"llm_gb\": %.4f, \"vit_gb\": %.4f, \"load_s\": %.3f, \"grid\": \"%d:%d\", \"vit_inputs\": %lld, "
                "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, \"patch_embed_after_first_s\": %.3f, "
                "\"vit_blocks_s\": %.3f, \"vit_gops\": %.1f, \"block_scaled_peak_gops\": %.1f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
-               "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f}\n",
+               "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f, \"decode_memory_bandwidth_gbs\": %.2f}\n",
                o->n_threads, quant_kernel_name(), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
                img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
                img->conv_hidden_s, img->conv_s - img->conv_first_s, img->blocks_s, vit_gops, scaled_peak, (long long)main_run.n_input, main_run.prefill_s,
-               main_run.decode_tok_s, decode_gb * main_run.decode_tok_s / bandwidth, main_run.ttft_s, peak_rss);
+               main_run.decode_tok_s, decode_gb * main_run.decode_tok_s / decode_bw, main_run.ttft_s, peak_rss, decode_bw);
         rc = 0;
         goto done;
     }
@@ -342,8 +380,8 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
            (double)main_run.n_input / main_run.prefill_s, ops / 1e9 / main_run.prefill_s,
            100.0 * ops / 1e9 / main_run.prefill_s / peak);
     printf("LLM decode       %.2f tok/s at context %lld = %.1f%% of the read-bandwidth roofline (%.3f GB of weights "
-           "and KV cache per token)\n", main_run.decode_tok_s, (long long)main_run.n_input,
-           100.0 * decode_gb * main_run.decode_tok_s / bandwidth, decode_gb);
+           "and KV cache per token; %.2f GB/s reading that memory, probed right after)\n", main_run.decode_tok_s,
+           (long long)main_run.n_input, 100.0 * decode_gb * main_run.decode_tok_s / decode_bw, decode_gb, decode_bw);
     printf("time to first token  %.3f s after the prompt (prefill); %.3f s including the image encode\n",
            main_run.ttft_s, main_run.ttft_s + encode_total);
     printf("memory           peak RSS %.3f GB (ViT released before the LLM ran; RSS right after release %.3f GB)\n",

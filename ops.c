@@ -385,8 +385,8 @@ void ops_attn_head_q8_ref(const OpsAttn *a, void *work) {
 /* ---- decode attention over an F16 cache ----------------------------------------------------------- */
 
 int64_t ops_attn_kv_work_bytes(int64_t n, int64_t group, int64_t hd) {
-    /* the scores of the group, then one converted row (rounded up to whole partial-sum rounds) */
-    return (group * n + (hd + OPS_LANES - 1) / OPS_LANES * OPS_LANES) * (int64_t)sizeof(float);
+    (void)hd;  /* the scores of the group */
+    return group * n * (int64_t)sizeof(float);
 }
 
 void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {

@@ -634,35 +634,90 @@ TGT INLINE void FN(prefetch_row)(const uint16_t *p, int64_t n, int in_range) {
     for (int64_t b = 0; b < n * (int64_t)sizeof(uint16_t); b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
 }
 
-/* s[h][j] = Σ_d fmaf(q[g0 + h][d], k[d]) for the heads [g0, g0 + nh) of one key (k converted, in L1),
- * each in the partial-sum order of dot_lanes; the heads' sums are computed side by side, so that
- * their dependency chains (the multiply-adds, then the reduction tree) overlap. */
-TGT INLINE void FN(kv_scores_key)(const OpsAttnKV *a, const float *k, float *s, int64_t j, int64_t g0, const int nh) {
-    const int64_t hd = a->hd;
-    VF acc[6][NACC];  /* nh <= KV_HEADS <= 6 */
+/* The scores of KV_QK_KEYS keys (rows k[key], halves converted as they are loaded) for the heads
+ * [g0, g0 + nh), each in the OPS_LANES partial sums of dot_lanes and folded as lanes_sum folds its NACC
+ * vectors; the vector left, whose lanes vf_tree_sums finishes, goes to part[h][slot + key]. The
+ * accumulators are taken KV_QK_CB at a time so that nh·KV_QK_CB·KV_QK_KEYS of them stay in registers;
+ * each q vector loaded serves all the keys. */
+TGT INLINE void FN(kv_qk_keys)(const OpsAttnKV *a, const uint16_t *const *k, int64_t g0, const int nh, VF part[][L],
+                                int slot) {
+    const int64_t hd = a->hd, full = hd / OPS_LANES * OPS_LANES;
+    VF sums[6][KV_QK_KEYS][NACC];  /* nh <= KV_HEADS <= 6 */
+    for (int c0 = 0; c0 < NACC; c0 += KV_QK_CB) {
+        VF acc[6][KV_QK_CB][KV_QK_KEYS];
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < nh; h++)
+            _Pragma("GCC unroll 8")
+            for (int c = 0; c < KV_QK_CB; c++)
+                _Pragma("GCC unroll 8")
+                for (int key = 0; key < KV_QK_KEYS; key++) acc[h][c][key] = vf_zero();
+        for (int64_t i = 0; i < full; i += OPS_LANES)
+            _Pragma("GCC unroll 8")
+            for (int c = 0; c < KV_QK_CB; c++) {
+                const int64_t off = i + (c0 + c) * L;
+                VF kv[KV_QK_KEYS];
+                _Pragma("GCC unroll 8")
+                for (int key = 0; key < KV_QK_KEYS; key++) kv[key] = vf_load_h(k[key] + off);
+                _Pragma("GCC unroll 8")
+                for (int h = 0; h < nh; h++) {
+                    VF qv = vf_load(a->q + (g0 + h) * hd + off);
+                    _Pragma("GCC unroll 8")
+                    for (int key = 0; key < KV_QK_KEYS; key++) acc[h][c][key] = vf_fma(qv, kv[key], acc[h][c][key]);
+                }
+            }
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < KV_QK_CB; c++) {  /* the last, partial round: zeros past hd add nothing */
+            const int64_t off = full + (c0 + c) * L, left = hd - off;
+            if (left <= 0) continue;
+            const int m = left >= L ? L : (int)left;
+            VF kv[KV_QK_KEYS];
+            _Pragma("GCC unroll 8")
+            for (int key = 0; key < KV_QK_KEYS; key++) kv[key] = m == L ? vf_load_h(k[key] + off) : FN(load_h_n)(k[key] + off, m);
+            _Pragma("GCC unroll 8")
+            for (int h = 0; h < nh; h++) {
+                VF qv = vf_load_n(a->q + (g0 + h) * hd + off, m);
+                _Pragma("GCC unroll 8")
+                for (int key = 0; key < KV_QK_KEYS; key++) acc[h][c][key] = vf_fma(qv, kv[key], acc[h][c][key]);
+            }
+        }
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < nh; h++)
+            _Pragma("GCC unroll 8")
+            for (int c = 0; c < KV_QK_CB; c++)
+                _Pragma("GCC unroll 8")
+                for (int key = 0; key < KV_QK_KEYS; key++) sums[h][key][c0 + c] = acc[h][c][key];
+    }
     _Pragma("GCC unroll 8")
     for (int h = 0; h < nh; h++)
         _Pragma("GCC unroll 8")
-        for (int c = 0; c < NACC; c++) acc[h][c] = vf_zero();
-    int64_t i = 0;
-    for (; i + OPS_LANES <= hd; i += OPS_LANES)
-        _Pragma("GCC unroll 8")
-        for (int c = 0; c < NACC; c++) {
-            VF kv = vf_load(k + i + c * L);
-            _Pragma("GCC unroll 8")
-            for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_load(a->q + (g0 + h) * hd + i + c * L), kv, acc[h][c]);
+        for (int key = 0; key < KV_QK_KEYS; key++) {
+            VF *v = sums[h][key];
+            for (int s = NACC / 2; s >= 1; s >>= 1)  /* lanes_sum's first levels */
+                for (int c = 0; c < s; c++) v[c] = vf_add(v[c], v[c + s]);
+            part[h][slot + key] = v[0];
         }
-    _Pragma("GCC unroll 8")
-    for (int c = 0; c < NACC; c++) {
-        int64_t left = hd - i - c * L;
-        if (left <= 0) continue;
-        int m = left >= L ? L : (int)left;
-        VF kv = vf_load_n(k + i + c * L, m);
-        _Pragma("GCC unroll 8")
-        for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_load_n(a->q + (g0 + h) * hd + i + c * L, m), kv, acc[h][c]);
+}
+
+/* s[g0 + h][j0 .. j0 + L) for the heads [g0, g0 + nh): the keys' folded partial sums, then the last
+ * levels of the tree for L keys at once (vf_tree_sums) instead of one reduction per key and head.
+ * Keys past n repeat key n - 1 and are not stored. */
+TGT INLINE void FN(kv_scores_block)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh) {
+    VF part[6][L];  /* nh <= KV_HEADS <= 6 */
+    for (int jj = 0; jj < L; jj += KV_QK_KEYS) {
+        const uint16_t *k[KV_QK_KEYS];
+        for (int key = 0; key < KV_QK_KEYS; key++) {
+            int64_t j = j0 + jj + key;
+            k[key] = a->k + (j < a->n ? j : a->n - 1) * a->ld;
+        }
+        FN(kv_qk_keys)(a, k, g0, nh, part, jj);
     }
+    const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
     _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++) s[(g0 + h) * a->n + j] = FN(lanes_sum)(acc[h]);
+    for (int h = 0; h < nh; h++) {
+        VF t = vf_tree_sums(part[h]);
+        if (nk == L) vf_store(s + (g0 + h) * a->n + j0, t);
+        else vf_store_n(s + (g0 + h) * a->n + j0, t, nk);
+    }
 }
 
 /* o[h][d0 + e] += Σ_{j in [j0, j0 + nj)} p[h][j]·v[j][d0 + e] for the heads [g0, g0 + nh) (nh <=
@@ -717,24 +772,18 @@ TGT INLINE void FN(kv_pv_block)(const OpsAttnKV *a, const float *p, int64_t g0, 
 
 TGT void FN(ops_attn_kv_f16)(const OpsAttnKV *a, void *work) {
     const int64_t n = a->n, hd = a->hd;
-    float *s = work, *kf = s + a->group * n;
-    for (int64_t j = 0; j < n; j++) {  /* each key converted once, then dotted with every head */
-        const uint16_t *k = a->k + j * a->ld;
-        FN(prefetch_row)(a->k + (j + KV_PREFETCH) * a->ld, hd, j + KV_PREFETCH < n);
-        int64_t d = 0;
-        for (; d + L <= hd; d += L) vf_store(kf + d, vf_load_h(k + d));
-        if (d < hd) vf_store_n(kf + d, FN(load_h_n)(k + d, (int)(hd - d)), (int)(hd - d));
+    float *s = work;
+    for (int64_t j0 = 0; j0 < n; j0 += L)  /* scores: L keys at a time */
         for (int64_t g0 = 0; g0 < a->group; g0 += KV_HEADS) {
             switch (a->group - g0 < KV_HEADS ? a->group - g0 : KV_HEADS) {  /* KV_HEADS <= 6 */
-            case 1: FN(kv_scores_key)(a, kf, s, j, g0, 1); break;
-            case 2: FN(kv_scores_key)(a, kf, s, j, g0, 2); break;
-            case 3: FN(kv_scores_key)(a, kf, s, j, g0, 3); break;
-            case 4: FN(kv_scores_key)(a, kf, s, j, g0, 4); break;
-            case 5: FN(kv_scores_key)(a, kf, s, j, g0, 5); break;
-            default: FN(kv_scores_key)(a, kf, s, j, g0, 6); break;
+            case 1: FN(kv_scores_block)(a, s, j0, g0, 1); break;
+            case 2: FN(kv_scores_block)(a, s, j0, g0, 2); break;
+            case 3: FN(kv_scores_block)(a, s, j0, g0, 3); break;
+            case 4: FN(kv_scores_block)(a, s, j0, g0, 4); break;
+            case 5: FN(kv_scores_block)(a, s, j0, g0, 5); break;
+            default: FN(kv_scores_block)(a, s, j0, g0, 6); break;
             }
         }
-    }
     float inv[64];
     for (int64_t g = 0; g < a->group; g++) {
         float *p = s + g * n;

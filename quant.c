@@ -853,19 +853,26 @@ enum { PROBE_RUNS = 5 };
 
 typedef struct {
     const QuantKernels *k;
-    const uint8_t *buf;
-    int64_t bytes;
+    const ReadSpan *spans;  /* read probe: 4 KiB-aligned spans, whole 4 KiB pages each */
+    int n_spans;
+    int64_t bytes;          /* their total */
     int64_t iters;
     uint64_t *sink;   /* one per thread: keeps the reads from being optimized away */
     int64_t *macs;    /* one per thread */
     int scaled;       /* probe_int8_scaled instead of probe_int8 */
 } ProbeTask;
 
+/* The thread's share of the spans' bytes (whole 4 KiB pieces of their concatenation), read span by span. */
 static void read_probe_task(void *p, int ith, int nth) {
     ProbeTask *q = p;
-    int64_t s, e;
+    int64_t s, e, base = 0;
     split_range(q->bytes, ith, nth, 4096, &s, &e);
-    q->sink[ith] = e > s ? q->k->probe_read(q->buf + s, e - s) : 0;
+    uint64_t sink = 0;
+    for (int i = 0; i < q->n_spans && base < e; base += q->spans[i].bytes, i++) {
+        int64_t lo = s > base ? s - base : 0, hi = e - base < q->spans[i].bytes ? e - base : q->spans[i].bytes;
+        if (hi > lo) sink += q->k->probe_read((const uint8_t *)q->spans[i].p + lo, hi - lo);
+    }
+    q->sink[ith] = sink;
 }
 
 static void int8_probe_task(void *p, int ith, int nth) {
@@ -886,24 +893,47 @@ static double median_run_time(ThreadPool *pool, ThreadTask fn, ProbeTask *q) {
     return times[PROBE_RUNS / 2];
 }
 
-double probe_read_bandwidth(ThreadPool *pool, int64_t bytes) {
-    int nth = threadpool_size(pool);
-    bytes = align_up(bytes < 4096 * nth ? 4096 * nth : bytes, 4096);
-    ProbeTask q = {.k = kernels(), .bytes = bytes};
-    uint8_t *buf = aligned_alloc(4096, (size_t)bytes);
-    q.sink = calloc((size_t)nth, sizeof *q.sink);
-    if (!buf || !q.sink) {
-        free(buf);
+/* Times reading the spans (already page-aligned and whole pages); a warm-up pass first. */
+static double read_spans_gbs(ThreadPool *pool, const ReadSpan *spans, int n_spans, int64_t bytes) {
+    ProbeTask q = {.k = kernels(), .spans = spans, .n_spans = n_spans, .bytes = bytes};
+    q.sink = calloc((size_t)threadpool_size(pool), sizeof *q.sink);
+    if (!q.sink || bytes <= 0) {
         free(q.sink);
         return -1.0;
     }
-    memset(buf, 1, (size_t)bytes);  /* make every page resident before timing */
-    q.buf = buf;
     threadpool_run(pool, read_probe_task, &q);  /* warm-up */
     double t = median_run_time(pool, read_probe_task, &q);
-    free(buf);
     free(q.sink);
     return (double)bytes / t * 1e-9;
+}
+
+double probe_read_bandwidth(ThreadPool *pool, int64_t bytes) {
+    int nth = threadpool_size(pool);
+    bytes = align_up(bytes < 4096 * nth ? 4096 * nth : bytes, 4096);
+    uint8_t *buf = aligned_alloc(4096, (size_t)bytes);
+    if (!buf) return -1.0;
+    memset(buf, 1, (size_t)bytes);  /* make every page resident before timing */
+    ReadSpan span = {buf, bytes};
+    double gbs = read_spans_gbs(pool, &span, 1, bytes);
+    free(buf);
+    return gbs;
+}
+
+double probe_read_spans(ThreadPool *pool, const ReadSpan *spans, int n_spans) {
+    ReadSpan *inner = malloc(sizeof *inner * (size_t)(n_spans > 0 ? n_spans : 1));
+    if (!inner) return -1.0;
+    int64_t total = 0;
+    int n = 0;
+    for (int i = 0; i < n_spans; i++) {  /* the whole 4 KiB pages inside each span */
+        uintptr_t lo = ((uintptr_t)spans[i].p + 4095) & ~(uintptr_t)4095;
+        uintptr_t hi = ((uintptr_t)spans[i].p + (uintptr_t)spans[i].bytes) & ~(uintptr_t)4095;
+        if (hi <= lo) continue;
+        inner[n++] = (ReadSpan){(const void *)lo, (int64_t)(hi - lo)};
+        total += (int64_t)(hi - lo);
+    }
+    double gbs = read_spans_gbs(pool, inner, n, total);
+    free(inner);
+    return gbs;
 }
 
 static double int8_probe(ThreadPool *pool, int scaled) {

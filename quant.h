@@ -152,6 +152,15 @@ void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_
  * independent register accumulators on every thread of the pool; the median of 5 timed runs of
  * about 30 ms each. This is the ceiling for compute-bound work such as the T > 1 matmul (prefill). */
 double probe_read_bandwidth(ThreadPool *pool, int64_t bytes);
+/* probe_read_spans: the same streaming read over memory the caller already has, e.g. a model's
+ * weight matrices and KV cache (then the probe reads exactly the pages a decode step reads, with
+ * their page sizes and placement, and adds nothing to the process's memory). Only the whole 4 KiB
+ * pages inside each span are read; the result counts those bytes. Negative if there are none. */
+typedef struct {
+    const void *p;
+    int64_t bytes;
+} ReadSpan;
+double probe_read_spans(ThreadPool *pool, const ReadSpan *spans, int n_spans);
 double probe_int8_peak(ThreadPool *pool);
 /* probe_int8_block_scaled: GOP/s (counting only the int8 multiply-adds) of the inner pattern of a
  * Q8_0 GEMM, in registers: per block of 32 products and vector of outputs, the dot instructions,
