@@ -567,7 +567,7 @@ static void test_compare_identical(void) {
     int n_failed = -1, rc;
     char *rep = compare_report(a, b, NULL, &n_failed, &rc);
     CHECK(rc == 0 && n_failed == 0, "identical dirs: rc %d, n_failed %d", rc, n_failed);
-    CHECK(strstr(rep, "verdict: PASS (6 tensors compared)") != NULL, "verdict:\n%s", rep);
+    CHECK(rep && strstr(rep, "verdict: PASS (6 tensors compared)") != NULL, "verdict:\n%s", rep ? rep : "(no report)");
     /* pipeline order, numbers compared naturally */
     const char *p1 = strstr(rep, "\npixels"), *p2 = strstr(rep, "\nvit_block_2 "), *p3 = strstr(rep, "\nvit_block_10 "),
                *p4 = strstr(rep, "\nimage_embeds"), *p5 = strstr(rep, "\ntokens"), *p6 = strstr(rep, "\nlogits");
@@ -610,7 +610,7 @@ static void test_compare_perturbed(void) {
     char row[512];
     CHECK(rc == 0 && n_failed == 1, "n_failed %d", n_failed);
     CHECK(strstr(row_of(rep, "vit_block_2", row, sizeof row), "FAIL NMSE"), "row: %s\n%s", row, rep);
-    CHECK(strstr(rep, "verdict: FAIL (1 of 6 tensors failed: vit_block_2)"), "verdict:\n%s", rep);
+    CHECK(rep && strstr(rep, "verdict: FAIL (1 of 6 tensors failed: vit_block_2)"), "verdict:\n%s", rep ? rep : "(no report)");
     CHECK(strstr(row_of(rep, "vit_block_10", row, sizeof row), " ok"), "untouched tensor: %s", row);
     free(rep);
     /* the numbers: max_rel 1e-2 (the element is > rel_eps), max_abs at the perturbed index */
@@ -673,7 +673,7 @@ static void test_compare_shape_missing_int(void) {
     CHECK(strstr(row_of(rep, "tokens", row, sizeof row), "exact: 1 of 6 differ") && strstr(row, "first at 4"),
           "tokens row: %s", row);
     CHECK(strstr(rep, "only in A: merged.npy") && strstr(rep, "only in B: vit_out.npy"), "unpaired:\n%s", rep);
-    CHECK(strstr(rep, "verdict: FAIL (2 of 6 tensors failed: pixels, tokens)"), "verdict:\n%s", rep);
+    CHECK(rep && strstr(rep, "verdict: FAIL (2 of 6 tensors failed: pixels, tokens)"), "verdict:\n%s", rep ? rep : "(no report)");
     free(rep);
     CompareOptions o;
     compare_options_default(&o);
