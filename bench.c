@@ -46,7 +46,6 @@ static double median(double *v, int n) {
 }
 
 static int64_t matrix_elems(const Matrix *m) { return m->rows * m->cols; }
-static int64_t matrix_bytes_of(const Matrix *m) { return m->rows * type_row_bytes(m->type, m->cols); }
 
 /* The machine's limits, medians of 5 probes: read bandwidth over a 256 MiB buffer (8x the largest
  * L3 we expect) and the int8 dot-product peak, on all of the pool's threads. */
@@ -105,15 +104,14 @@ static double probe_decode_memory(const Llm *m, int64_t context) {
     for (int64_t l = 0; l < n_layers; l++) {
         const LlmLayer *L = &w->layers[l];
         const Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) spans[n++] = (ReadSpan){mats[i]->data, matrix_bytes_of(mats[i])};
-        int64_t rows = context + 1 < m->n_ctx ? context + 1 : m->n_ctx, rb = m->state.kv_head_row_bytes;
+        for (int i = 0; i < 7; i++) spans[n++] = (ReadSpan){mats[i]->data, llm_matrix_bytes(mats[i])};
+        int64_t bytes = (context + 1 < m->n_ctx ? context + 1 : m->n_ctx) * m->state.kv_head_row_bytes;
         for (int64_t h = 0; h < n_kv; h++) {
-            size_t at = (size_t)((l * n_kv + h) * m->n_ctx * rb);
-            spans[n++] = (ReadSpan){(const uint8_t *)m->state.key_cache + at, rows * rb};
-            spans[n++] = (ReadSpan){(const uint8_t *)m->state.value_cache + at, rows * rb};
+            spans[n++] = (ReadSpan){llm_kv_head_row(m, m->state.key_cache, l, h, 0), bytes};
+            spans[n++] = (ReadSpan){llm_kv_head_row(m, m->state.value_cache, l, h, 0), bytes};
         }
     }
-    spans[n++] = (ReadSpan){w->output.data, matrix_bytes_of(&w->output)};
+    spans[n++] = (ReadSpan){w->output.data, llm_matrix_bytes(&w->output)};
     double gbs = probe_read_spans(m->pool, spans, n);
     free(spans);
     return gbs;

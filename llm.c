@@ -134,7 +134,7 @@ static int bind_vector(const GgufFile *f, const char *name, int64_t n, float **o
     return 0;
 }
 
-static int64_t matrix_bytes(const Matrix *m) { return m->rows * type_row_bytes(m->type, m->cols); }
+int64_t llm_matrix_bytes(const Matrix *m) { return m->rows * type_row_bytes(m->type, m->cols); }
 
 /* "blk.<l>.<suffix>" */
 static const char *block_tensor_name(char *buf, size_t cap, int64_t layer, const char *suffix) {
@@ -173,15 +173,15 @@ static int bind_weights(Llm *m, const GgufFile *f, BlvError *err) {
             bind_matrix(f, block_tensor_name(n, cap, l, "ffn_up.weight"), c->ffn_dim, c->dim, &L->w_up, err) ||
             bind_matrix(f, block_tensor_name(n, cap, l, "ffn_down.weight"), c->dim, c->ffn_dim, &L->w_down, err))
             return -1;
-        m->weight_bytes += matrix_bytes(&L->wq) + matrix_bytes(&L->wk) + matrix_bytes(&L->wv) +
-                           matrix_bytes(&L->wo) + matrix_bytes(&L->w_gate) + matrix_bytes(&L->w_up) +
-                           matrix_bytes(&L->w_down);
+        m->weight_bytes += llm_matrix_bytes(&L->wq) + llm_matrix_bytes(&L->wk) + llm_matrix_bytes(&L->wv) +
+                           llm_matrix_bytes(&L->wo) + llm_matrix_bytes(&L->w_gate) + llm_matrix_bytes(&L->w_up) +
+                           llm_matrix_bytes(&L->w_down);
     }
     if (bind_vector(f, "output_norm.weight", c->dim, &w->output_norm, err)) return -1;
     c->tied_output = gguf_find_tensor(f, "output.weight") == NULL;
     if (c->tied_output) w->output = w->token_embd;
     else if (bind_matrix(f, "output.weight", c->vocab_size, c->dim, &w->output, err)) return -1;
-    m->weight_bytes += matrix_bytes(&w->output);
+    m->weight_bytes += llm_matrix_bytes(&w->output);
     return 0;
 }
 
@@ -355,7 +355,7 @@ static void matmul_m(Llm *m, float *out, const Matrix *w, const float *x, int64_
 /* The cache is laid out (layer, kv_head, position, head_dim): the rows one KV head's attention reads
  * are one contiguous stream (the hardware prefetcher follows it; position-major rows would be
  * head_dim-sized pieces a whole KV row apart). */
-static uint8_t *kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos) {
+uint8_t *llm_kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos) {
     return (uint8_t *)cache +
            (size_t)(((layer * m->config.n_kv_heads + kv_head) * m->n_ctx + pos) * m->state.kv_head_row_bytes);
 }
@@ -363,8 +363,8 @@ static uint8_t *kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv
 static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const float *v) {
     int64_t hd = m->config.head_dim;
     for (int64_t h = 0; h < m->config.n_kv_heads; h++) {
-        quantize_row(m->kv_type, k + h * hd, kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
-        quantize_row(m->kv_type, v + h * hd, kv_head_row(m, m->state.value_cache, layer, h, pos), hd);
+        quantize_row(m->kv_type, k + h * hd, llm_kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
+        quantize_row(m->kv_type, v + h * hd, llm_kv_head_row(m, m->state.value_cache, layer, h, pos), hd);
     }
 }
 
@@ -455,14 +455,14 @@ static void stage_task(void *ctx, int ith, int nth) {
     for (int64_t u = start; u < end; u++) {
         int64_t h = u / st->n, r = u % st->n;
         float *kd = m->state.key_f32 + (h * m->n_ctx + r) * hd, *vd = m->state.value_f32 + (h * m->n_ctx + r) * hd;
-        dequantize_row(m->kv_type, kv_head_row(m, m->state.key_cache, st->layer, h, r), kd, hd);
-        dequantize_row(m->kv_type, kv_head_row(m, m->state.value_cache, st->layer, h, r), vd, hd);
+        dequantize_row(m->kv_type, llm_kv_head_row(m, m->state.key_cache, st->layer, h, r), kd, hd);
+        dequantize_row(m->kv_type, llm_kv_head_row(m, m->state.value_cache, st->layer, h, r), vd, hd);
     }
 }
 
 static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
-    AttentionTask task = {m, layer, T, pos0, kv_head_row(m, m->state.key_cache, layer, 0, 0),
-                          kv_head_row(m, m->state.value_cache, layer, 0, 0), m->kv_type == TYPE_F16};
+    AttentionTask task = {m, layer, T, pos0, llm_kv_head_row(m, m->state.key_cache, layer, 0, 0),
+                          llm_kv_head_row(m, m->state.value_cache, layer, 0, 0), m->kv_type == TYPE_F16};
     if (m->kv_type == TYPE_Q8_0) {
         StageTask st = {m, layer, pos0 + T};
         threadpool_run(m->pool, stage_task, &st);

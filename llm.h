@@ -137,4 +137,10 @@ void llm_token_embedding(const Llm *m, int32_t token, float *out);
  * (projector outputs) go to llm_eval_embeds as they are, without that LayerNorm. */
 void llm_input_embedding(const Llm *m, int32_t token, float *out);
 
+/* Bytes of a weight matrix (what weight_bytes adds up). */
+int64_t llm_matrix_bytes(const Matrix *m);
+/* Row `pos` of KV head kv_head in layer `layer` of m->state.key_cache or value_cache (cache): the
+ * cache is (layer, kv_head, position, head_dim), so positions 0..n of one head are contiguous. */
+uint8_t *llm_kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos);
+
 #endif

@@ -11,7 +11,7 @@
  *             max min abs neg select_ge0 div_or_zero (0 where the divisor is ≤ 0) rne_clamp rne hmax
  *             tree_sum (the lanes' part of the OPS_LANES tree) exp (ops_exp1_ref) exp_lo (the same for
  *             x ≤ 88) exp2 (ops_exp2_ref) exp2_le (the same for x ≤ 127) transpose (L × L) from_vi
- *             load_h (L halves converted exactly)
+ *             load_h (L halves converted exactly) tree_sums (L vectors → lane j = tree_sum of vector j)
  *     ints:   vi_zero set1 add xor load store store_n bcast4 (4 bytes to every lane) cvt (to float)
  *             hsum pack4 (4 vectors of bytes -127..127 into the 4 bytes of each lane) pack4u (0..127)
  *             store_bytes (the low byte of n lanes) from_vf
@@ -24,6 +24,8 @@
  *   ND_Q8        value dimensions per P·V tile (with QVT_Q8 query vectors)
  *   NK_F32, ND_F32, QVT_F32   the same for the f32 attention
  *   KV_ND        value vectors per tile of the decode attention (with 4 query heads)
+ *   KV_HEADS     query heads per decode-attention tile; KV_QK_KEYS keys per score step and KV_QK_CB of
+ *                the NACC partial-sum vectors at a time (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators)
  *
  * Every function repeats its reference in ops.c step for step (ops.h, "Exactness"). */
 
