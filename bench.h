@@ -14,6 +14,7 @@ typedef struct {
     int64_t depth;          /* tokens already in the context when decode is timed (llama-bench -d) */
     int kv_type;            /* -1: F16 */
     int json;               /* results as JSON on stdout */
+    int no_repack;          /* keep Q4_0 weights in the file's layout (to measure what repacking gives) */
     /* the multimodal benchmark (the paper's Table 5), when mmproj_path is set */
     const char *mmproj_path;
     const char *image_path; /* or a synthetic image of image_w x image_h (default 768x1536) */

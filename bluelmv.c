@@ -180,7 +180,7 @@ Bluelmv *bluelmv_load(const BluelmvParams *params, BlvError *err) {
             free(b);
             return NULL;
         }
-        LlmOptions o = {params->n_ctx, params->chunk, params->kv_type, params->n_threads, -1};
+        LlmOptions o = {params->n_ctx, params->chunk, params->kv_type, params->n_threads, -1, params->no_repack};
         if (llm_init(&b->llm, &b->file, &o, err) != 0 || tokenizer_load(&b->tok, &b->file, err) != 0) {
             bluelmv_free(b);
             return NULL;

@@ -36,6 +36,7 @@ typedef struct {
     int pipeline;             /* 1 (default): the next batch's patch embedding runs on its own thread
                                  while the transformer blocks process the current batch */
     int keep_vit;             /* 0 (default): release (unmap) the ViT once all images are encoded */
+    int no_repack;            /* 1: keep Q4_0 weights in the file's layout (llm_prepare_weights) */
 } BluelmvParams;
 
 typedef struct {

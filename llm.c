@@ -134,7 +134,7 @@ static int bind_vector(const GgufFile *f, const char *name, int64_t n, float **o
     return 0;
 }
 
-int64_t llm_matrix_bytes(const Matrix *m) { return m->rows * type_row_bytes(m->type, m->cols); }
+int64_t llm_matrix_bytes(const Matrix *m) { return type_matrix_bytes(m->type, m->rows, m->cols); }
 
 /* "blk.<l>.<suffix>" */
 static const char *block_tensor_name(char *buf, size_t cap, int64_t layer, const char *suffix) {
@@ -267,6 +267,8 @@ int llm_init(Llm *m, const GgufFile *f, const LlmOptions *opt, BlvError *err) {
                  (long long)m->n_ctx, (long long)c->context_length);
         goto fail;
     }
+    m->no_repack = o.no_repack;
+    m->weights_mapped = f->mapped;
     m->chunk = o.chunk > 0 ? o.chunk : 128;
     if (m->chunk > m->n_ctx) m->chunk = m->n_ctx;
     m->kv_type = o.kv_type >= 0 ? o.kv_type : TYPE_F16;
@@ -296,6 +298,14 @@ void llm_free(Llm *m) {
             free(w->layers[l].ffn_norm);
         }
     }
+    if (w->layers) {
+        for (int64_t l = 0; l < m->config.n_layers; l++) {
+            LlmLayer *L = &w->layers[l];
+            Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) free(mats[i]->owned);
+        }
+    }
+    if (w->output.owned != w->token_embd.owned) free(w->output.owned);
     free(w->layers);
     free(w->embd_norm_w);
     free(w->embd_norm_b);
@@ -306,6 +316,42 @@ void llm_free(Llm *m) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     threadpool_free(m->pool);
     memset(m, 0, sizeof *m);
+}
+
+/* ---- weight layout (llm.h: llm_prepare_weights) ------------------------------------------------ */
+
+/* Replaces a Q4_0 matrix by its Q4_0x16 copy and lets the file's pages of it go. */
+static void repack_matrix(Llm *m, Matrix *w) {
+    if (w->type != TYPE_Q4_0 || w->owned) return;
+    size_t bytes = (size_t)(q4_0x16_bytes(w->rows, w->cols) + 63) / 64 * 64;
+    void *copy = aligned_alloc(64, bytes);
+    if (!copy) return;  /* not enough memory: the file's layout works too */
+    repack_q4_0x16(m->pool, w->data, w->rows, w->cols, copy);
+    if (m->weights_mapped) blv_release_mapped_pages(w->data, llm_matrix_bytes(w));
+    w->data = copy;
+    w->owned = copy;
+    w->type = TYPE_Q4_0X16;
+    m->repacked_matrices++;
+}
+
+void llm_prepare_weights(Llm *m) {
+    if (m->weights_prepared) return;
+    m->weights_prepared = 1;
+    if (m->no_repack || !quant_has_q4_0x16()) return;
+    double t0 = blv_now();
+    LlmWeights *w = &m->weights;
+    m->weight_bytes = 0;
+    for (int64_t l = 0; l < m->config.n_layers; l++) {
+        LlmLayer *L = &w->layers[l];
+        Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            repack_matrix(m, mats[i]);
+            m->weight_bytes += llm_matrix_bytes(mats[i]);
+        }
+    }
+    if (!m->config.tied_output) repack_matrix(m, &w->output);  /* a tied output is token_embd: looked up */
+    m->weight_bytes += llm_matrix_bytes(&w->output);
+    m->repack_seconds = blv_now() - t0;
 }
 
 /* ---- the math ----------------------------------------------------------------------------------- */
@@ -548,6 +594,7 @@ typedef void (*FillFn)(Llm *m, const void *src, int64_t i0, int64_t T);
 
 static int eval_chunks(Llm *m, const void *src, int64_t n, FillFn fill, float *logits, int logits_all, BlvError *err) {
     if (check_room(m, n, err) != 0) return -1;
+    llm_prepare_weights(m);
     int64_t vocab = m->config.vocab_size;
     for (int64_t i0 = 0; i0 < n; i0 += m->chunk) {
         int64_t T = n - i0 < m->chunk ? n - i0 : m->chunk;

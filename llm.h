@@ -39,8 +39,9 @@ typedef struct {
 /* A weight matrix as stored: `rows` rows of `cols` elements of `type`, row-major. */
 typedef struct {
     const void *data;
-    int type;               /* quant.h TYPE_* */
+    int type;               /* quant.h TYPE_*; TYPE_Q4_0X16 once repacked (llm_prepare_weights) */
     int64_t rows, cols;
+    void *owned;            /* the repacked copy data points to, freed by llm_free (NULL: data is the file's) */
 } Matrix;
 
 typedef struct {
@@ -70,6 +71,7 @@ typedef struct {
     int kv_type;            /* TYPE_F32, TYPE_F16 or TYPE_Q8_0 (-1: F16) */
     int n_threads;          /* (0: 1) */
     int rope_neox;          /* -1: from the file (llama: adjacent pairs); 0 or 1 to force */
+    int no_repack;          /* 1: compute with Q4_0 weights in the file's layout (see llm_prepare_weights) */
 } LlmOptions;
 
 /* Activations, allocated once for the largest chunk (llama2.c's RunState). */
@@ -113,6 +115,11 @@ typedef struct {
     ThreadPool *pool;
     const char *path;       /* the GGUF file, for messages (not owned) */
     int64_t weight_bytes;   /* bytes of all weight matrices (read once per decoded token) */
+    int no_repack;          /* LlmOptions.no_repack */
+    int weights_mapped;     /* the weights are a read-only file mapping (their pages can be released) */
+    int weights_prepared;   /* llm_prepare_weights has run */
+    int64_t repacked_matrices;
+    double repack_seconds;  /* what llm_prepare_weights took */
     LlmDumpFn dump;         /* NULL: no dumps */
     void *dump_user;
 } Llm;
@@ -121,6 +128,16 @@ typedef struct {
  * the Llm is used), validates every tensor's presence, shape and type, and allocates the state. */
 int llm_init(Llm *m, const GgufFile *f, const LlmOptions *opt, BlvError *err);
 void llm_free(Llm *m);
+
+/* Puts the weights in the layout the kernels compute fastest with; the first llm_eval_* call does
+ * it if the caller has not. With a kernel family that has Q4_0x16 kernels (quant_has_q4_0x16:
+ * AVX-512), every Q4_0 matrix that is only multiplied with (all of a layer's, and an untied
+ * output; not token_embd, whose rows are looked up) is repacked into an owned copy, and the file's
+ * pages of it are released from the resident set as soon as the copy is made (when they are a file
+ * mapping), so the process holds one matrix twice at most. It is not done in llm_init: a pipeline
+ * encodes its images first, and the LLM's weights should become resident only after the ViT's are
+ * gone. A matrix whose copy cannot be allocated stays as it is. Does nothing with no_repack. */
+void llm_prepare_weights(Llm *m);
 
 /* Appends n tokens (or n rows of dim-sized embeddings) at position n_past, in chunks. Writes
  * logits for every input position (logits: n × vocab) if logits_all, else only for the last one

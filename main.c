@@ -58,7 +58,9 @@ static const char *sampling_help =
     "  -c, --ctx-size N     KV cache length (default: the model's context length)\n"
     "      --chunk C        prefill chunk size in tokens (default 128)\n"
     "      --kv TYPE        KV cache type: f32, f16 or q8_0 (default f16; q8_0 is the paper's INT8 cache)\n"
-    "      --no-mmap        read the model files into memory instead of mapping them\n";
+    "      --no-mmap        read the model files into memory instead of mapping them\n"
+    "      --no-repack      keep Q4_0 weights in the file's layout (default: with AVX-512, repacked by\n"
+    "                       16 rows before the first forward pass, for the fast kernels)\n";
 
 static const char *vision_help =
     "      --mmproj FILE    vision model GGUF (ViT + downsampler + projector)\n"
@@ -208,6 +210,7 @@ static const char *bench_usage =
     "      --tg-tokens N    decoded tokens per repetition (default 32)\n"
     "  -d, --depth N        tokens already in the context when decode is timed (default 0)\n"
     "      --kv TYPE        KV cache type (default f16)\n"
+    "      --no-repack      keep Q4_0 weights in the file's layout (default: repacked for AVX-512)\n"
     "      --json           print the results as one JSON object on stdout\n";
 
 static const char *tiles_usage =
@@ -391,6 +394,8 @@ static int parse_gen_options(const char *cmd, const char *usage, int vision, int
             if (kv_option(cmd, take_value(argc, argv, &i, cmd), &o->params.kv_type)) return 2;
         } else if (matches(a, NULL, "--no-mmap")) {
             o->params.use_mmap = 0;
+        } else if (matches(a, NULL, "--no-repack")) {
+            o->params.no_repack = 1;
         } else if (dump && matches(a, NULL, "--dump")) {
             if (!(o->dump_dir = take_value(argc, argv, &i, cmd))) return 2;
         } else if (vision && matches(a, NULL, "--mmproj")) {
@@ -972,6 +977,8 @@ static int cmd_bench(int argc, char **argv) {
             if (kv_option(cmd, take_value(argc, argv, &i, cmd), &o.kv_type)) return 2;
         } else if (matches(a, NULL, "--json")) {
             o.json = 1;
+        } else if (matches(a, NULL, "--no-repack")) {
+            o.no_repack = 1;
         } else if (matches(a, NULL, "--mmproj")) {
             if (!(o.mmproj_path = take_value(argc, argv, &i, cmd))) return 2;
         } else if (matches(a, NULL, "--image")) {

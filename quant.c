@@ -19,6 +19,7 @@
 
 _Static_assert(sizeof(BlockQ4_0) == 18, "BlockQ4_0 must be 18 bytes, as ggml's block_q4_0");
 _Static_assert(sizeof(BlockQ8_0) == 34, "BlockQ8_0 must be 34 bytes, as ggml's block_q8_0");
+_Static_assert(sizeof(BlockQ4_0x16) == 576, "BlockQ4_0x16 must be 9 cache lines");
 
 /* ---- type table ----------------------------------------------------------------------------- */
 
@@ -290,6 +291,76 @@ float vec_dot_f32_f32_ref(int64_t n, const float *x, const float *y) {
     return sum;
 }
 
+/* ---- Q4_0 repacked by 16 rows (layout: quant.h) ----------------------------------------------- */
+
+int64_t q4_0x16_bytes(int64_t n_out, int64_t n_in) {
+    return (n_out + 15) / 16 * ((n_in / QK + 1) / 2) * (int64_t)sizeof(BlockQ4_0x16);
+}
+
+int64_t type_matrix_bytes(int type, int64_t rows, int64_t cols) {
+    if (type == TYPE_Q4_0X16) return cols % QK == 0 && rows >= 0 ? q4_0x16_bytes(rows, cols) : -1;
+    int64_t row_bytes = type_row_bytes(type, cols);
+    return row_bytes < 0 || rows < 0 ? -1 : rows * row_bytes;
+}
+
+/* Block b of row `row` of a repacked matrix with n_pairs pairs per group, as a Q4_0 block. */
+static BlockQ4_0 q4_0x16_block(const void *R, int64_t n_pairs, int64_t row, int64_t b) {
+    const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)R + row / 16 * n_pairs + b / 2;
+    const int i = (int)(row % 16), h = (int)(b % 2);
+    BlockQ4_0 blk;
+    blk.d = x->d[h][i];
+    for (int k = 0; k < 4; k++) memcpy(blk.qs + 4 * k, x->qs[h][k][i], 4);
+    return blk;
+}
+
+void unpack_q4_0x16_row(const void *R, int64_t n_in, int64_t row, BlockQ4_0 *dst) {
+    const int64_t nb = n_in / QK;
+    for (int64_t b = 0; b < nb; b++) dst[b] = q4_0x16_block(R, (nb + 1) / 2, row, b);
+}
+
+typedef struct {
+    const uint8_t *W;
+    int64_t n_out, n_in;
+    BlockQ4_0x16 *dst;
+} RepackTask;
+
+/* The thread's share of the 16-row groups; padding (rows past n_out, an odd last block) is zero. */
+static void repack_task(void *p, int ith, int nth) {
+    const RepackTask *t = p;
+    const int64_t nb = t->n_in / QK, n_pairs = (nb + 1) / 2, row_bytes = nb * (int64_t)sizeof(BlockQ4_0);
+    int64_t g0, g1;
+    split_range((t->n_out + 15) / 16, ith, nth, 1, &g0, &g1);
+    for (int64_t g = g0; g < g1; g++)
+        for (int64_t pair = 0; pair < n_pairs; pair++) {
+            BlockQ4_0x16 *x = &t->dst[g * n_pairs + pair];
+            memset(x, 0, sizeof *x);
+            for (int h = 0; h < 2 && 2 * pair + h < nb; h++)
+                for (int i = 0; i < 16 && g * 16 + i < t->n_out; i++) {
+                    const BlockQ4_0 *blk = (const BlockQ4_0 *)(t->W + (g * 16 + i) * row_bytes) + 2 * pair + h;
+                    x->d[h][i] = blk->d;
+                    for (int k = 0; k < 4; k++) memcpy(x->qs[h][k][i], blk->qs + 4 * k, 4);
+                }
+        }
+}
+
+void repack_q4_0x16(ThreadPool *pool, const void *W, int64_t n_out, int64_t n_in, void *dst) {
+    RepackTask t = {W, n_out, n_in, dst};
+    if (pool) threadpool_run(pool, repack_task, &t);
+    else repack_task(&t, 0, 1);
+}
+
+/* A repacked row · y, adding block by block exactly as vec_dot_q4_0_q8_0_ref adds them (each call
+ * on one block returns that block's term; -std=c11 keeps the compiler from fusing the steps). */
+static float dot_q4_0x16_row_ref(const void *R, int64_t n_in, int64_t row, const BlockQ8_0 *y) {
+    const int64_t nb = n_in / QK;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        BlockQ4_0 blk = q4_0x16_block(R, (nb + 1) / 2, row, b);
+        sum += vec_dot_q4_0_q8_0_ref(QK, &blk, y + b);
+    }
+    return sum;
+}
+
 static void quantize_q8_0_ref(const float *x, BlockQ8_0 *y, int32_t *sums, int64_t n) {
     quantize_row_q8_0_ref(x, y, n);
     for (int64_t b = 0; b < n / QK; b++) {
@@ -312,8 +383,10 @@ static void gemv_q_ref(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int
         const BlockQ8_0 *xq = job->xq + t * job->nb;
         for (int64_t r = r0; r < r1; r++) {
             const void *w = job->W + r * job->row_bytes;
-            job->out[t * job->n_out + r] = job->wtype == TYPE_Q4_0 ? vec_dot_q4_0_q8_0_ref(job->n_in, w, xq)
-                                                                   : vec_dot_q8_0_q8_0_ref(job->n_in, w, xq);
+            float *o = &job->out[t * job->n_out + r];
+            if (job->wtype == TYPE_Q4_0X16) *o = dot_q4_0x16_row_ref(job->W, job->n_in, r, xq);
+            else if (job->wtype == TYPE_Q4_0) *o = vec_dot_q4_0_q8_0_ref(job->n_in, w, xq);
+            else *o = vec_dot_q8_0_q8_0_ref(job->n_in, w, xq);
         }
     }
 }
@@ -462,6 +535,15 @@ int quant_force_kernels(const char *name) {
     return 0;
 }
 
+int quant_has_q4_0x16(void) { return kernels()->q4_0x16; }
+
+/* The family that computes a product with weights of wtype: repacked weights under a family without
+ * kernels for them (e.g. after quant_force_kernels) go through the reference family's GEMV. */
+static const QuantKernels *kernels_for(int wtype) {
+    const QuantKernels *k = kernels();
+    return wtype == TYPE_Q4_0X16 && !k->q4_0x16 ? &quant_kernels_ref : k;
+}
+
 float vec_dot_q4_0_q8_0(int64_t n, const BlockQ4_0 *x, const BlockQ8_0 *y) {
     return kernels()->dot_q4_0_q8_0(n, x, y);
 }
@@ -475,7 +557,7 @@ float vec_dot_f32_f32(int64_t n, const float *x, const float *y) { return kernel
 
 static int64_t align_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int is_quantized(int wtype) { return wtype == TYPE_Q4_0 || wtype == TYPE_Q8_0; }
+static int is_quantized(int wtype) { return wtype == TYPE_Q4_0 || wtype == TYPE_Q8_0 || wtype == TYPE_Q4_0X16; }
 
 /* Scratch for quantized weights, each region at a 64-byte aligned offset from an aligned base:
  *   xq      T * nb  BlockQ8_0   the activations quantized (quantize_row_q8_0_ref)
@@ -687,15 +769,16 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
             int64_t n_out, int64_t T, void *scratch) {
     MatmulTask task;
     memset(&task, 0, sizeof task);
-    task.k = kernels();
+    task.k = kernels_for(wtype);
     MatmulJob *job = &task.job;
     job->W = W;
     job->wtype = wtype;
-    job->row_bytes = type_row_bytes(wtype, n_in);
+    job->row_bytes = wtype == TYPE_Q4_0X16 ? 0 : type_row_bytes(wtype, n_in);
     job->n_in = n_in;
     job->n_out = n_out;
     job->T = T;
     job->nb = n_in / QK;
+    job->n_pairs = (job->nb + 1) / 2;
     job->x = x;
     job->out = out;
     if (T <= 0 || n_out <= 0) return;
@@ -780,14 +863,15 @@ static void run_parts(ThreadPool *pool, const MatmulPart *parts, int n_parts, co
     for (int i = 0; i < n_parts; i++) {
         MatmulTask *task = &mt.parts[i];
         MatmulJob *job = &task->job;
-        task->k = kernels();
+        task->k = kernels_for(parts[i].wtype);
         job->W = parts[i].W;
         job->wtype = parts[i].wtype;
-        job->row_bytes = type_row_bytes(parts[i].wtype, n_in);
+        job->row_bytes = parts[i].wtype == TYPE_Q4_0X16 ? 0 : type_row_bytes(parts[i].wtype, n_in);
         job->n_in = n_in;
         job->n_out = parts[i].n_out;
         job->T = T;
         job->nb = n_in / QK;
+        job->n_pairs = (job->nb + 1) / 2;
         job->x = x;
         job->out = parts[i].out;
         job->xq = (BlockQ8_0 *)(base + s.xq);  /* all parts read the one quantized input */
@@ -822,10 +906,13 @@ void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_
         BlockQ8_0 *xq = (BlockQ8_0 *)align_ptr(scratch);
         for (int64_t t = 0; t < T; t++) quantize_row_q8_0_ref(x + t * n_in, xq + t * nb, n_in);
         for (int64_t t = 0; t < T; t++)
-            for (int64_t r = 0; r < n_out; r++)
-                out[t * n_out + r] = wtype == TYPE_Q4_0
-                                         ? vec_dot_q4_0_q8_0_ref(n_in, (const void *)(w + r * row_bytes), xq + t * nb)
-                                         : vec_dot_q8_0_q8_0_ref(n_in, (const void *)(w + r * row_bytes), xq + t * nb);
+            for (int64_t r = 0; r < n_out; r++) {
+                const void *row = w + r * (wtype == TYPE_Q4_0X16 ? 0 : row_bytes);
+                float *o = &out[t * n_out + r];
+                if (wtype == TYPE_Q4_0X16) *o = dot_q4_0x16_row_ref(W, n_in, r, xq + t * nb);
+                else if (wtype == TYPE_Q4_0) *o = vec_dot_q4_0_q8_0_ref(n_in, row, xq + t * nb);
+                else *o = vec_dot_q8_0_q8_0_ref(n_in, row, xq + t * nb);
+            }
     } else if (wtype == TYPE_BF16) {
         float *row = (float *)align_ptr(scratch);
         for (int64_t r = 0; r < n_out; r++) {

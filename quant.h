@@ -21,6 +21,9 @@ enum {
     TYPE_Q4_0 = 2,
     TYPE_Q8_0 = 8,
     TYPE_BF16 = 30,
+    /* Not a ggml type and never in a file: Q4_0 weights rearranged at load for the AVX-512 kernels
+     * (Q4_0x16 below). type_is_known() is false for it. */
+    TYPE_Q4_0X16 = 1002,
 };
 
 #define QK 32  /* elements per quantized block (QK4_0 = QK8_0 = 32) */
@@ -100,7 +103,7 @@ int quant_force_kernels(const char *name);
 /* ---- matrix products -------------------------------------------------------------------------
  * out[t][r] = sum_k W[r][k] * x[t][k]   for t < T, r < n_out, k < n_in
  * W is n_out rows of n_in elements of type wtype (row r at byte offset r * type_row_bytes(wtype, n_in);
- * n_in a multiple of 32 for Q4_0/Q8_0, any n_in for float types).
+ * n_in a multiple of 32 for Q4_0/Q8_0, any n_in for float types; or TYPE_Q4_0X16, see below).
  * x is T rows of n_in floats. out is T rows of n_out floats (row stride n_out).
  *
  * For Q4_0/Q8_0 weights the activations are first quantized to Q8_0 (quantize_row_q8_0_ref, or a
@@ -137,6 +140,41 @@ void matmul_swiglu(ThreadPool *pool, MatmulPart gate, MatmulPart up, const float
  * fast path is tested against. */
 void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_in, int64_t n_out,
                 int64_t T, void *scratch);
+
+/* ---- Q4_0 repacked by 16 rows (TYPE_Q4_0X16) --------------------------------------------------
+ * The decode GEMV reads each weight once, so it runs at memory speed only if its per-byte work is
+ * small. In the file's layout every Q4_0 row is a string of 18-byte blocks and a vector unit must
+ * take a block apart row by row (load, shift, mask, one dot per row and block). Repacked, the same
+ * bytes are grouped so that one 64-byte load holds 4 bytes of each of 16 rows: one vpdpbusd then
+ * computes a 4-element dot for 16 rows at once, with the activation broadcast (as ggml's repacked
+ * block_q4_0x8 layouts for its CPU "extra buffer types"). Measured on Zen 4 (2 threads, one 18 MB
+ * matrix from L3): 48 GB/s in the file's layout, 100-107 GB/s repacked.
+ *
+ * Layout: rows in groups of 16 (the last group padded with zero rows), blocks in pairs (an odd last
+ * block padded with a zero block). Group g, pair p is one BlockQ4_0x16 at index g * n_pairs + p,
+ * n_pairs = (n_in / 32 + 1) / 2. Zero padding has scale 0, so it adds nothing to any product.
+ * The bytes are exactly those of the Q4_0 rows: unpack_q4_0x16_row gives any row back. */
+typedef struct {
+    uint16_t d[2][16];        /* d[h][i]: fp16 scale of row 16g + i, block 2p + h */
+    uint8_t qs[2][4][16][4];  /* qs[h][k][i][j] = qs[4k + j] of that row and block: one 64-byte line
+                                 holds bytes 4k..4k+3 of 16 rows (low nibbles elements 4k.., high
+                                 nibbles elements 16 + 4k..) */
+} BlockQ4_0x16;               /* 576 bytes = 9 cache lines */
+
+/* Bytes of a repacked (n_out, n_in) Q4_0 matrix (n_in % 32 == 0). */
+int64_t q4_0x16_bytes(int64_t n_out, int64_t n_in);
+/* Any matrix's bytes: rows * type_row_bytes for the file types, q4_0x16_bytes for TYPE_Q4_0X16;
+ * -1 if the shape does not fit the type. */
+int64_t type_matrix_bytes(int type, int64_t rows, int64_t cols);
+/* W (n_out rows of Q4_0) -> dst (q4_0x16_bytes, 64-byte aligned), threaded over pool (NULL: this
+ * thread only). */
+void repack_q4_0x16(ThreadPool *pool, const void *W, int64_t n_out, int64_t n_in, void *dst);
+/* Row `row` of a repacked matrix back as n_in / 32 Q4_0 blocks, byte for byte the original row. */
+void unpack_q4_0x16_row(const void *R, int64_t n_in, int64_t row, BlockQ4_0 *dst);
+/* Whether the kernel family in use computes TYPE_Q4_0X16 products with its own kernels (AVX-512).
+ * matmul accepts TYPE_Q4_0X16 with every family (the others unpack row by row, slowly), so a
+ * model loader repacks only when this is true. */
+int quant_has_q4_0x16(void);
 
 /* ---- machine probes (the rooflines `bluelmv bench` compares against) -------------------------
  * probe_read_bandwidth: GB/s (1e9 bytes/s) of streaming through a `bytes`-long buffer (e.g. 1 GiB,
@@ -183,6 +221,7 @@ typedef struct {
     int64_t row_bytes;
     int64_t n_in, n_out, T;
     int64_t nb;              /* n_in / 32 (quantized weights) */
+    int64_t n_pairs;         /* TYPE_Q4_0X16: BlockQ4_0x16 per 16-row group, (nb + 1) / 2 (row_bytes is 0) */
     const float *x;          /* T rows of n_in floats */
     BlockQ8_0 *xq;           /* T rows of nb blocks: x quantized (the bytes of quantize_row_q8_0_ref) */
     int32_t *xsum;           /* T rows of nb sums of the 32 int8 values of each xq block */
@@ -244,6 +283,9 @@ typedef struct {
     uint64_t (*probe_read)(const uint8_t *p, int64_t bytes);
     int64_t (*probe_int8)(int64_t iters);
     int64_t (*probe_int8_scaled)(int64_t iters);  /* optional: probe_int8_block_scaled's pattern */
+    /* Whether gemv_q and gemm_rows also take TYPE_Q4_0X16 weights (the rows a thread is given then
+     * start at a multiple of 16, as split_range's alignment guarantees). */
+    int q4_0x16;
 } QuantKernels;
 
 /* The GEMV's row order. [r0, r1) is cut into four quarters of q = (r1 - r0) / 4 rows, and step

@@ -577,7 +577,77 @@ TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, con
     store_gemv_sums(job, t0, NT, idx, nrows, acc);
 }
 
+/* acc + the 4-byte dot products of w's unsigned bytes with the signed bytes p[0..3] in every lane:
+ * vpdpbusd with p as its broadcast memory operand ({1to16}; compilers do not fold a broadcast
+ * load into vpdpbusd themselves, and a separate vpbroadcastd per instruction costs ~10%). */
+TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)p));
+    return acc;
+}
+
+/* GEMV over repacked Q4_0 (BlockQ4_0x16, quant.h): the 16 rows of group g in the 16 lanes, NT
+ * tokens. Per block: the 4 lines of 16 rows' bytes become 8 vectors of unsigned nibbles (w[k] the
+ * elements 4k.., w[k + 4] the elements 16 + 4k..); per token, starting from -8 * sum(a) in every
+ * lane, 8 vpdpbusd with the matching 4 activation bytes broadcast leave the 16 exact integer dots
+ * (in two chains, low and high nibbles, so that the adds do not wait on each other), then
+ * acc += float(dot) * (dx * dy) with the 16 rows' scales dx. Even and odd blocks accumulate apart. */
+TARGET_AVX512 INLINE void gemv_x16_group(const MatmulJob *job, int64_t t0, const int NT, int64_t g) {
+    const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + g * job->n_pairs;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512 acc[QGEMV_MAX_TOKENS][2];
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < job->n_pairs; p++) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const int64_t b = 2 * p + h;
+            if (b == job->nb) break;  /* an odd last block: the pad has no activations */
+            const __m512 dx = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)x[p].d[h]));
+            __m512i w[8];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m512i v = _mm512_load_si512(x[p].qs[h][k]);
+                w[k] = _mm512_and_si512(v, low);
+                w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++) {
+                const BlockQ8_0 *a = &job->xq[(t0 + j) * job->nb + b];
+                __m512i lo = _mm512_set1_epi32(-8 * job->xsum[(t0 + j) * job->nb + b]), hi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    lo = dpbusd_bcast(lo, w[k], a->qs + 4 * k);
+                    hi = dpbusd_bcast(hi, w[k + 4], a->qs + 16 + 4 * k);
+                }
+                const __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(quant_fp16_table[a->d]));
+                acc[j][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), d, acc[j][h]);
+            }
+        }
+    }
+    const int64_t left = job->n_out - g * 16;
+    const __mmask16 rows = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++)
+        _mm512_mask_storeu_ps(job->out + (t0 + j) * job->n_out + g * 16, rows, _mm512_add_ps(acc[j][0], acc[j][1]));
+}
+
+/* The groups of rows [r0, r1) (r0 a multiple of 16; r1 too, or n_out). */
+TARGET_AVX512 static void gemv_x16_avx512(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
+    for (int64_t g = r0 / 16; g * 16 < r1; g++) {
+        switch (nt) {  /* each case a copy specialized for its token count */
+        case 1: gemv_x16_group(job, t0, 1, g); break;
+        case 2: gemv_x16_group(job, t0, 2, g); break;
+        case 3: gemv_x16_group(job, t0, 3, g); break;
+        default: gemv_x16_group(job, t0, 4, g); break;
+        }
+    }
+}
+
 TARGET_AVX512 static void gemv_q_avx512(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
+    if (job->wtype == TYPE_Q4_0X16) {
+        gemv_x16_avx512(job, t0, nt, r0, r1);
+        return;
+    }
     const int q4 = job->wtype == TYPE_Q4_0;
     int64_t rows[4];
     for (int64_t s = 0, n; (n = gemv_step_rows(r0, r1, s, rows)) > 0; s++) {
@@ -686,7 +756,7 @@ static G5Act g5_act(const MatmulJob *job) {
 
 TARGET_AVX512 static void gemm_prepare_avx512(const MatmulJob *job, int64_t t0, int64_t t1) {
     G5Act a = g5_act(job);
-    const int offset = job->wtype == TYPE_Q4_0 ? 8 : 128;
+    const int offset = job->wtype == TYPE_Q8_0 ? 128 : 8;  /* Q4_0 and its repacked form: nibbles */
     for (int64_t t = t0; t < t1; t++)
         for (int64_t b = 0; b < job->nb; b++) {
             const int64_t i = t * job->nb + b;
@@ -734,7 +804,28 @@ TARGET_AVX512 INLINE void transpose_16x4_avx512(__m512i z[4], __m512i w[4]) {
 /* Rows [r, r + 16) (those < n_out; the others read as row r and their scales zeroed, so that they
  * contribute nothing) x blocks [kb, kb + nkb) into the tile: each row's 32 (Q4_0: 16) bytes loaded,
  * then transposed in registers; the 16 fp16 scales with one gather. */
+/* The same tile from repacked Q4_0 (r a multiple of 16): each block's lines already hold the 16 rows'
+ * bytes side by side; only the nibbles are separated. Padding rows have scale 0. */
+TARGET_AVX512 static void g5_unpack_x16(const MatmulJob *job, int64_t r, int64_t kb, int64_t nkb, G5Tile *tile) {
+    const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + r / 16 * job->n_pairs;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nkb; b++) {
+        const BlockQ4_0x16 *xp = &x[(kb + b) / 2];
+        const int h = (int)((kb + b) % 2);
+        for (int k4 = 0; k4 < 4; k4++) {
+            const __m512i v = _mm512_load_si512(xp->qs[h][k4]);
+            _mm512_store_si512(tile->w[b][k4], _mm512_and_si512(v, low));
+            _mm512_store_si512(tile->w[b][k4 + 4], _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+        }
+        _mm512_store_ps(tile->d[b], _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)xp->d[h])));
+    }
+}
+
 TARGET_AVX512 static void g5_unpack(const MatmulJob *job, int64_t r, int64_t kb, int64_t nkb, G5Tile *tile) {
+    if (job->wtype == TYPE_Q4_0X16) {
+        g5_unpack_x16(job, r, kb, nkb, tile);
+        return;
+    }
     const int64_t left = job->n_out - r;
     const __mmask16 rows = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
     const __m512i row_off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -773,13 +864,6 @@ TARGET_AVX512 static void g5_unpack(const MatmulJob *job, int64_t r, int64_t kb,
     }
 }
 
-/* acc + the 4-byte dot products of w's unsigned bytes with the signed bytes p[0..3] in every lane:
- * vpdpbusd with p as its broadcast memory operand ({1to16}; compilers do not fold a broadcast
- * load into vpdpbusd themselves, and a separate vpbroadcastd per instruction costs ~10%). */
-TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)p));
-    return acc;
-}
 
 TARGET_AVX512 INLINE void g5_tokens(const MatmulJob *job, const G5Tile *tile, int64_t r, int64_t kb, int64_t nkb,
                                     int64_t t0, const int NT, int first) {
@@ -858,7 +942,12 @@ TARGET_AVX512 static void gemm_rows_avx512(const MatmulJob *job, int64_t r0, int
                 /* the next rows' weights for this chunk (or the first rows of the next chunk) */
                 const int64_t nr = r + G5_ROWS < r1 ? r + G5_ROWS : r0;
                 const int64_t nkb0 = r + G5_ROWS < r1 ? kb : kb + chunk;
-                if (nkb0 < job->nb)
+                if (nkb0 < job->nb && job->wtype == TYPE_Q4_0X16) {  /* the group's pairs, one stretch */
+                    const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + nr / 16 * job->n_pairs;
+                    const int64_t kend = nkb0 + nkb < job->nb ? nkb0 + nkb : job->nb;
+                    const uint8_t *p = (const uint8_t *)&x[nkb0 / 2], *e = (const uint8_t *)&x[(kend + 1) / 2];
+                    for (; p < e; p += 64) _mm_prefetch((const char *)p, _MM_HINT_T1);
+                } else if (nkb0 < job->nb)
                     for (int64_t i = nr; i < nr + G5_ROWS && i < r1; i++) {
                         const uint8_t *p = job->W + i * job->row_bytes + nkb0 * block_bytes;
                         for (int64_t off = 0; off < nkb * block_bytes; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T1);
@@ -945,6 +1034,7 @@ const QuantKernels quant_kernels_avx512 = {
     .probe_read = probe_read_avx512,
     .probe_int8 = probe_int8_avx512,
     .probe_int8_scaled = probe_int8_scaled_avx512,
+    .q4_0x16 = 1,
 };
 
 #endif /* x86 */

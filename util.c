@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 int blv_fail(BlvError *err, const char *fmt, ...) {
     if (err) {
@@ -74,6 +76,16 @@ int64_t blv_current_rss_bytes(void) {
     fclose(f);
     if (n != 2) return -1;
     return (int64_t)pages_resident * 4096;
+}
+
+void blv_release_mapped_pages(const void *p, int64_t bytes) {
+#if defined(MADV_DONTNEED)
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + (uintptr_t)bytes) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+#else
+    (void)p, (void)bytes;
+#endif
 }
 
 int blv_read_file(const char *path, char **data, size_t *len, BlvError *err) {

@@ -36,6 +36,11 @@ double blv_now(void);                 /* monotonic seconds */
 int64_t blv_peak_rss_bytes(void);     /* peak resident set size of this process, or -1 */
 int64_t blv_current_rss_bytes(void);  /* current resident set size, or -1 */
 
+/* Drops the whole pages inside [p, p + bytes) of a read-only file mapping from the resident set
+ * (madvise MADV_DONTNEED): they are read from the file again if touched. Only for such mappings:
+ * anonymous memory would read back as zeros. Does nothing where madvise is missing. */
+void blv_release_mapped_pages(const void *p, int64_t bytes);
+
 /* Reads a whole file into memory (NUL-terminated for convenience; *len excludes the NUL). */
 int blv_read_file(const char *path, char **data, size_t *len, BlvError *err);
 

@@ -587,7 +587,7 @@ static void load_model(Loaded *L, const char *path) {
         CHECK(0, "%s", err.msg);
         return;
     }
-    LlmOptions o = {0, 128, TYPE_F32, 1, -1};
+    LlmOptions o = {0, 128, TYPE_F32, 1, -1, 0};
     if (llm_init(&L->llm, &L->file, &o, &err) != 0) {
         CHECK(0, "%s", err.msg);
         gguf_close(&L->file);
@@ -957,7 +957,7 @@ static void test_k_quant_file_refused(void) {
     const GgufTensor *t = gguf_find_tensor(&f, "blk.0.ffn_down.weight");
     CHECK(t && t->type == 12 && t->n_bytes == 32 * 144, "Q4_K tensor as written: type %u", t ? t->type : 0);
     Llm m;
-    LlmOptions o = {0, 16, TYPE_F32, 1, -1};
+    LlmOptions o = {0, 16, TYPE_F32, 1, -1, 0};
     int rc = llm_init(&m, &f, &o, &err);
     CHECK(rc != 0, "a Q4_K tensor must be refused");
     CHECK(strstr(err.msg, "llama_q4k.gguf") && strstr(err.msg, "blk.0.ffn_down.weight"), "names file and tensor: %s",

@@ -29,7 +29,7 @@ static void load_model(Loaded *L, const char *path, int64_t chunk, int kv_type, 
         CHECK(0, "%s", err.msg);
         return;
     }
-    LlmOptions o = {0, chunk, kv_type, threads, -1};
+    LlmOptions o = {0, chunk, kv_type, threads, -1, 0};
     if (llm_init(&L->llm, &L->file, &o, &err) != 0) {
         CHECK(0, "%s", err.msg);
         gguf_close(&L->file);
@@ -181,7 +181,7 @@ static void test_q8_0_cache_needs_blocked_heads(void) {
         return;
     }
     Llm m;
-    LlmOptions o = {0, 16, TYPE_Q8_0, 1, -1};
+    LlmOptions o = {0, 16, TYPE_Q8_0, 1, -1, 0};
     int rc = llm_init(&m, &f, &o, &err);
     CHECK(rc != 0 && strstr(err.msg, "q8_0") && strstr(err.msg, "16"), "head size 16 with a q8_0 cache: %s", err.msg);
     if (rc == 0) llm_free(&m);

@@ -563,15 +563,27 @@ typedef struct {
 /* Compares matmul (each kernel family, 1 and 2 threads) with matmul_ref on random data.
  * Tolerance per output: 1e-5 * sum_k |w_k * x_k| + 1e-6 over the values the product really uses
  * (dequantized weights, and for quantized weights the quantized activations). */
+/* A repacked copy (64-byte aligned, as a loader allocates it) of n_out Q4_0 rows. */
+static void *repacked_copy(ThreadPool *pool, const void *W, int64_t n_out, int64_t n_in) {
+    size_t bytes = (size_t)q4_0x16_bytes(n_out, n_in);
+    void *R = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    repack_q4_0x16(pool, W, n_out, n_in, R);
+    return R;
+}
+
+/* TYPE_Q4_0X16 cases: the weights are quantized to Q4_0, matmul_ref runs on those Q4_0 rows (the
+ * file layout: the definition) and every family's matmul on their repacked copy. */
 static int check_matmul_case(const MatmulCase *c, ThreadPool *pools[2], uint64_t *rng, char *why, size_t why_len) {
-    const int64_t n_in = c->n_in, n_out = c->n_out, T = c->T, row_bytes = type_row_bytes(c->wtype, n_in);
+    const int repack = c->wtype == TYPE_Q4_0X16, ftype = repack ? TYPE_Q4_0 : c->wtype;
+    const int64_t n_in = c->n_in, n_out = c->n_out, T = c->T, row_bytes = type_row_bytes(ftype, n_in);
     float *wf = random_floats(rng, n_out * n_in, 0.5f), *x = random_floats(rng, T * n_in, 1.0f);
     uint8_t *W = malloc((size_t)(row_bytes * n_out));
-    for (int64_t r = 0; r < n_out; r++) quantize_row(c->wtype, wf + r * n_in, W + r * row_bytes, n_in);
-    for (int64_t r = 0; r < n_out; r++) dequantize_row(c->wtype, W + r * row_bytes, wf + r * n_in, n_in);
+    for (int64_t r = 0; r < n_out; r++) quantize_row(ftype, wf + r * n_in, W + r * row_bytes, n_in);
+    for (int64_t r = 0; r < n_out; r++) dequantize_row(ftype, W + r * row_bytes, wf + r * n_in, n_in);
+    void *Wm = repack ? repacked_copy(pools[1], W, n_out, n_in) : W;  /* what matmul is given */
     float *xa = malloc((size_t)(T * n_in) * sizeof *xa);  /* the activations the product uses */
     memcpy(xa, x, (size_t)(T * n_in) * sizeof *xa);
-    if (c->wtype == TYPE_Q4_0 || c->wtype == TYPE_Q8_0) {
+    if (ftype == TYPE_Q4_0 || ftype == TYPE_Q8_0) {
         uint8_t *tmp = malloc((size_t)type_row_bytes(TYPE_Q8_0, n_in));
         for (int64_t t = 0; t < T; t++) {
             quantize_row(TYPE_Q8_0, x + t * n_in, tmp, n_in);
@@ -582,13 +594,21 @@ static int check_matmul_case(const MatmulCase *c, ThreadPool *pools[2], uint64_t
     int64_t scratch_bytes = matmul_scratch_bytes(c->wtype, n_in, T);
     void *scratch = malloc((size_t)scratch_bytes + 1);
     float *ref = malloc((size_t)(T * n_out) * sizeof *ref), *out = malloc((size_t)(T * n_out) * sizeof *out);
-    matmul_ref(ref, W, c->wtype, x, n_in, n_out, T, scratch);
+    matmul_ref(ref, W, ftype, x, n_in, n_out, T, scratch);
     int ok = 1;
+    if (repack) {  /* the repacked reference adds the same terms in the same order: bit for bit */
+        matmul_ref(out, Wm, TYPE_Q4_0X16, x, n_in, n_out, T, scratch);
+        if (memcmp(out, ref, sizeof(float) * (size_t)(T * n_out)) != 0) {
+            snprintf(why, why_len, "q4_0x16 n_in=%lld n_out=%lld T=%lld: matmul_ref differs from the Q4_0 rows'",
+                     (long long)n_in, (long long)n_out, (long long)T);
+            ok = 0;
+        }
+    }
     for (int f = 0; f < n_families && ok; f++) {
         quant_force_kernels(families[f]);
         for (int p = 0; p < 2 && ok; p++) {
             for (int64_t i = 0; i < T * n_out; i++) out[i] = NAN;
-            matmul(pools[p], out, W, c->wtype, x, n_in, n_out, T, scratch);
+            matmul(pools[p], out, Wm, c->wtype, x, n_in, n_out, T, scratch);
             for (int64_t t = 0; t < T && ok; t++)
                 for (int64_t r = 0; r < n_out && ok; r++) {
                     double terms = 0;
@@ -605,6 +625,7 @@ static int check_matmul_case(const MatmulCase *c, ThreadPool *pools[2], uint64_t
         }
     }
     quant_force_kernels(NULL);
+    if (repack) free(Wm);
     free(wf), free(x), free(W), free(xa), free(scratch), free(ref), free(out);
     return ok;
 }
@@ -648,6 +669,60 @@ static void test_matmul_q4_0(void) {
     run_matmul_cases(TYPE_Q4_0, n_ins, 4);
 }
 
+/* The same cases on repacked Q4_0: 1, 5 and 37 rows leave a partial 16-row group (padding rows),
+ * n_in 32, 96, 160 an odd number of blocks (a padding block); 4160 also three AVX-512 K chunks of
+ * 44 blocks, which start in the middle of a block pair. */
+static void test_matmul_q4_0x16(void) {
+    const int64_t n_ins[] = {32, 96, 160, 4160};
+    run_matmul_cases(TYPE_Q4_0X16, n_ins, 4);
+}
+
+/* Repacking moves bytes only: every row comes back byte for byte, whatever the shape and thread
+ * count, and the padding (rows past n_out, a block past an odd n_in / 32) is zero. The size is the
+ * Q4_0 size exactly when nothing is padded. */
+static void test_q4_0x16_repack_roundtrip(void) {
+    static const int64_t n_outs[] = {1, 5, 16, 37, 300}, n_ins[] = {32, 96, 160, 4160};
+    ThreadPool *pools[2] = {NULL, two_threads()};
+    uint64_t rng = 41;
+    int bad_rows = 0, bad_pad = 0, bad_size = 0, cases = 0;
+    for (int o = 0; o < 5; o++)
+        for (int i = 0; i < 4; i++) {
+            const int64_t n_out = n_outs[o], n_in = n_ins[i], nb = n_in / QK;
+            BlockQ4_0 *W = malloc(sizeof(BlockQ4_0) * (size_t)(nb * n_out)), *row = malloc(sizeof(BlockQ4_0) * (size_t)nb);
+            random_q4_blocks(&rng, W, nb * n_out, 0);
+            const int64_t bytes = q4_0x16_bytes(n_out, n_in);
+            if (n_out % 16 == 0 && nb % 2 == 0) bad_size += bytes != n_out * type_row_bytes(TYPE_Q4_0, n_in);
+            bad_size += type_matrix_bytes(TYPE_Q4_0X16, n_out, n_in) != bytes;
+            for (int p = 0; p < 2; p++) {
+                BlockQ4_0x16 *R = repacked_copy(pools[p], W, n_out, n_in);
+                for (int64_t r = 0; r < n_out; r++) {
+                    unpack_q4_0x16_row(R, n_in, r, row);
+                    bad_rows += memcmp(row, W + r * nb, sizeof(BlockQ4_0) * (size_t)nb) != 0;
+                }
+                const int64_t n_pairs = (nb + 1) / 2;
+                for (int64_t g = 0; g < (n_out + 15) / 16; g++)
+                    for (int64_t pr = 0; pr < n_pairs; pr++)
+                        for (int h = 0; h < 2; h++)
+                            for (int ri = 0; ri < 16; ri++) {
+                                if (g * 16 + ri < n_out && 2 * pr + h < nb) continue;
+                                const BlockQ4_0x16 *x = &R[g * n_pairs + pr];
+                                int nonzero = x->d[h][ri] != 0;
+                                for (int k = 0; k < 4; k++)
+                                    for (int j = 0; j < 4; j++) nonzero |= x->qs[h][k][ri][j] != 0;
+                                bad_pad += nonzero;
+                            }
+                free(R);
+                cases++;
+            }
+            free(W), free(row);
+        }
+    CHECK(bad_rows == 0, "%d rows do not come back byte for byte (%d cases)", bad_rows, cases);
+    CHECK(bad_pad == 0, "%d padding entries are not zero", bad_pad);
+    CHECK(bad_size == 0, "%d sizes wrong", bad_size);
+    CHECK(type_is_known(TYPE_Q4_0X16) == 0, "the repacked type is not a file type");
+    threadpool_free(pools[1]);
+}
+
 static void test_matmul_q8_0(void) {
     const int64_t n_ins[] = {32, 96, 160, 4160};
     run_matmul_cases(TYPE_Q8_0, n_ins, 4);
@@ -682,20 +757,22 @@ static void test_matmul_int_exact(void) {
     BlockQ8_0 *w8 = malloc(sizeof(BlockQ8_0) * nb * N_OUT);
     random_q4_blocks(&rng, w4, nb * N_OUT, 1);
     random_q8_blocks(&rng, w8, nb * N_OUT, -30, 30, 1);
+    void *w4r = repacked_copy(NULL, w4, N_OUT, N_IN);
     void *scratch = malloc((size_t)matmul_scratch_bytes(TYPE_Q8_0, N_IN, T));
     int bad = 0;
     for (int f = 0; f < n_families; f++) {
         quant_force_kernels(families[f]);
         for (int p = 0; p < 2; p++)
-            for (int wt = 0; wt < 2; wt++) {
-                matmul(pools[p], out, wt ? (const void *)w8 : (const void *)w4, wt ? TYPE_Q8_0 : TYPE_Q4_0, x, N_IN,
-                       N_OUT, T, scratch);
+            for (int wt = 0; wt < 3; wt++) {  /* Q4_0, Q8_0, Q4_0 repacked */
+                const void *W = wt == 1 ? (const void *)w8 : wt == 2 ? (const void *)w4r : (const void *)w4;
+                matmul(pools[p], out, W, wt == 1 ? TYPE_Q8_0 : wt == 2 ? TYPE_Q4_0X16 : TYPE_Q4_0, x, N_IN, N_OUT, T,
+                       scratch);
                 for (int64_t t = 0; t < T; t++)
                     for (int64_t r = 0; r < N_OUT; r++) {
                         int64_t want = 0;
                         for (int64_t k = 0; k < N_IN; k++) {
                             const int64_t b = r * nb + k / QK, j = k % QK;
-                            int w = wt ? w8[b].qs[j] : (j < 16 ? w4[b].qs[j] & 15 : w4[b].qs[j - 16] >> 4) - 8;
+                            int w = wt == 1 ? w8[b].qs[j] : (j < 16 ? w4[b].qs[j] & 15 : w4[b].qs[j - 16] >> 4) - 8;
                             want += w * (int64_t)x[t * N_IN + k];
                         }
                         bad += out[t * N_OUT + r] != (float)want;
@@ -705,14 +782,14 @@ static void test_matmul_int_exact(void) {
     quant_force_kernels(NULL);
     CHECK(bad == 0, "%d outputs are not the exact integer sum", bad);
     threadpool_free(pools[1]);
-    free(x), free(out), free(w4), free(w8), free(scratch);
+    free(x), free(out), free(w4), free(w8), free(w4r), free(scratch);
 }
 
 /* matmul_shared_input and matmul_swiglu must give exactly what separate matmul calls (and the
  * SwiGLU loop after them) give: the same kernels see the same quantized activations. */
 static void test_matmul_parts_equal_separate(void) {
     enum { N_IN = 320, MAX_T = 150 };
-    static const int types[] = {TYPE_Q4_0, TYPE_Q8_0, TYPE_F16};
+    static const int types[] = {TYPE_Q4_0, TYPE_Q8_0, TYPE_F16, TYPE_Q4_0X16};
     static const int64_t n_outs[3] = {37, 5, 300}, Ts[] = {1, 3, 7, 150};
     ThreadPool *pools[2] = {NULL, two_threads()};
     uint64_t rng = 99;
@@ -720,14 +797,19 @@ static void test_matmul_parts_equal_separate(void) {
     void *scratch = malloc((size_t)matmul_scratch_bytes(TYPE_Q8_0, N_IN, MAX_T));
     int bad = 0, cases = 0;
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
-        int wtype = types[ty];
-        int64_t row_bytes = type_row_bytes(wtype, N_IN);
+        int wtype = types[ty], ftype = wtype == TYPE_Q4_0X16 ? TYPE_Q4_0 : wtype;
+        int64_t row_bytes = type_row_bytes(ftype, N_IN);
         uint8_t *W[3];
         float *want[3], *got[3];
         for (int i = 0; i < 3; i++) {
             float *wf = random_floats(&rng, n_outs[i] * N_IN, 0.5f);
             W[i] = malloc((size_t)(row_bytes * n_outs[i]));
-            for (int64_t r = 0; r < n_outs[i]; r++) quantize_row(wtype, wf + r * N_IN, W[i] + r * row_bytes, N_IN);
+            for (int64_t r = 0; r < n_outs[i]; r++) quantize_row(ftype, wf + r * N_IN, W[i] + r * row_bytes, N_IN);
+            if (wtype == TYPE_Q4_0X16) {
+                void *R = repacked_copy(NULL, W[i], n_outs[i], N_IN);
+                free(W[i]);
+                W[i] = R;
+            }
             free(wf);
             want[i] = malloc(sizeof(float) * MAX_T * 300);
             got[i] = malloc(sizeof(float) * MAX_T * 300);
@@ -830,6 +912,8 @@ void suite_quant(void) {
     RUN_TEST(test_dot_products_vs_ref);
     RUN_TEST(test_dot_products_int_exact);
     RUN_TEST(test_matmul_q4_0);
+    RUN_TEST(test_matmul_q4_0x16);
+    RUN_TEST(test_q4_0x16_repack_roundtrip);
     RUN_TEST(test_matmul_q8_0);
     RUN_TEST(test_matmul_f16);
     RUN_TEST(test_matmul_f32);
