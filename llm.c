@@ -320,14 +320,24 @@ void llm_free(Llm *m) {
 
 /* ---- weight layout (llm.h: llm_prepare_weights) ------------------------------------------------ */
 
-/* Replaces a Q4_0 matrix by its Q4_0x16 copy and lets the file's pages of it go. */
+/* Replaces a Q4_0 matrix by its Q4_0x16 copy and lets the file's pages of it go, slab by slab of
+ * REPACK_SLAB_ROWS rows (a multiple of 16), so that the matrix is not resident twice even for a
+ * moment (the output matrix of a 100k vocabulary is 144 MB; measured on the 3B preset: peak RSS
+ * 1.541 GB releasing whole matrices, 1.461 GB by slabs, 1.456 GB not repacking). */
+enum { REPACK_SLAB_ROWS = 1024 };
+
 static void repack_matrix(Llm *m, Matrix *w) {
     if (w->type != TYPE_Q4_0 || w->owned) return;
     size_t bytes = (size_t)(q4_0x16_bytes(w->rows, w->cols) + 63) / 64 * 64;
-    void *copy = aligned_alloc(64, bytes);
+    BlockQ4_0x16 *copy = aligned_alloc(64, bytes);
     if (!copy) return;  /* not enough memory: the file's layout works too */
-    repack_q4_0x16(m->pool, w->data, w->rows, w->cols, copy);
-    if (m->weights_mapped) blv_release_mapped_pages(w->data, llm_matrix_bytes(w));
+    const int64_t row_bytes = type_row_bytes(TYPE_Q4_0, w->cols), n_pairs = (w->cols / QK + 1) / 2;
+    for (int64_t r0 = 0; r0 < w->rows; r0 += REPACK_SLAB_ROWS) {
+        const int64_t n = w->rows - r0 < REPACK_SLAB_ROWS ? w->rows - r0 : REPACK_SLAB_ROWS;
+        const uint8_t *src = (const uint8_t *)w->data + r0 * row_bytes;
+        repack_q4_0x16(m->pool, src, n, w->cols, copy + r0 / 16 * n_pairs);
+        if (m->weights_mapped) blv_release_mapped_pages(src, n * row_bytes);
+    }
     w->data = copy;
     w->owned = copy;
     w->type = TYPE_Q4_0X16;
