@@ -265,9 +265,74 @@ static void test_kv_cache_types(void) {
     for (int k = 0; k < 3; k++) free(logits[k]);
 }
 
+/* Repacking (llm_prepare_weights, run by the first evaluation): with a kernel family that has
+ * Q4_0x16 kernels every Q4_0 product matrix is repacked (a layer's seven and the untied output;
+ * token_embd stays as it is, its rows are looked up); the logits stay the file layout's up to float
+ * rounding (the same exact integer block dots, added in another order) over chunked prefill (GEMM)
+ * and single-token steps (GEMV), with the same argmax everywhere; and the reference family, forced
+ * after the repack, computes on the repacked weights too. Without such kernels nothing changes. */
+static void test_q4_0_repack_matches_file_layout(void) {
+    LlmPreset p = {"repacktest", "random weights, untrained", 128, 2, 4, 2, 256, 512, 256, 10000.0f, 1e-5f, 0, 0};
+    char path[512];
+    snprintf(path, sizeof path, "%s", test_tmp("repacktest.gguf"));
+    BlvError err;
+    if (generate_llm_preset(&p, 11, TYPE_Q4_0, path, 0, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    enum { N = 40, STEPS = 4, V = 512 };
+    int32_t ids[N + STEPS];
+    uint64_t rng = 5;
+    for (int i = 0; i < N + STEPS; i++) ids[i] = 3 + (int32_t)(test_rand_u64(&rng) % 500);
+    float *logits[3];
+    for (int v = 0; v < 3; v++) {  /* 0: --no-repack, 1: repacked, 2: repacked, reference kernels */
+        logits[v] = calloc((size_t)(N + STEPS) * V, sizeof(float));
+        GgufFile f;
+        Llm m;
+        if (gguf_open(&f, path, 1, &err) != 0) {
+            CHECK(0, "%s", err.msg);
+            continue;
+        }
+        LlmOptions o = {0, 16, TYPE_F32, 2, -1, v == 0};
+        if (llm_init(&m, &f, &o, &err) != 0) {
+            CHECK(0, "%s", err.msg);
+            gguf_close(&f);
+            continue;
+        }
+        if (v == 2) {
+            llm_prepare_weights(&m);
+            quant_force_kernels("ref");
+        }
+        CHECK(llm_eval_tokens(&m, ids, N, logits[v], 1, &err) == 0, "%s", err.msg);
+        for (int i = 0; i < STEPS; i++)
+            CHECK(llm_eval_tokens(&m, ids + N + i, 1, logits[v] + (size_t)(N + i) * V, 0, &err) == 0, "%s", err.msg);
+        quant_force_kernels(NULL);
+        const int repacks = v > 0 && quant_has_q4_0x16();
+        const int want_type = repacks ? TYPE_Q4_0X16 : TYPE_Q4_0;
+        CHECK(m.repacked_matrices == (repacks ? 2 * 7 + 1 : 0), "variant %d: %lld matrices repacked", v,
+              (long long)m.repacked_matrices);
+        CHECK(m.weights.layers[1].w_down.type == want_type && m.weights.output.type == want_type,
+              "variant %d: matrix types %d, %d", v, m.weights.layers[1].w_down.type, m.weights.output.type);
+        CHECK(m.weights.token_embd.type == TYPE_Q4_0, "token_embd must keep the file layout");
+        llm_free(&m);
+        gguf_close(&f);
+        if (v == 0) continue;
+        double e = nmse(logits[v], logits[0], (int64_t)(N + STEPS) * V);
+        int same = 0;
+        for (int t = 0; t < N + STEPS; t++)
+            same += argmax(logits[v] + (size_t)t * V, V) == argmax(logits[0] + (size_t)t * V, V);
+        CHECK(e < 1e-10, "variant %d: NMSE %.3g against the file layout", v, e);
+        CHECK(same == N + STEPS, "variant %d: argmax agrees at %d of %d positions", v, same, N + STEPS);
+        test_note("%s: NMSE %.3g against the file layout, argmax %d/%d%s", v == 1 ? "repacked" : "repacked, ref kernels",
+                  e, same, N + STEPS, quant_has_q4_0x16() ? "" : " (this CPU's kernels do not repack)");
+    }
+    for (int v = 0; v < 3; v++) free(logits[v]);
+}
+
 void suite_llm(void) {
     RUN_TEST(test_stories_quantized_agreement);
     RUN_TEST(test_kv_cache_types);
+    RUN_TEST(test_q4_0_repack_matches_file_layout);
     RUN_TEST(test_hf_llama_gqa_f32);
     RUN_TEST(test_hf_llama_tied_f32);
     RUN_TEST(test_hf_llama_gqa_two_threads);
