@@ -103,7 +103,8 @@ int quant_force_kernels(const char *name);
 /* ---- matrix products -------------------------------------------------------------------------
  * out[t][r] = sum_k W[r][k] * x[t][k]   for t < T, r < n_out, k < n_in
  * W is n_out rows of n_in elements of type wtype (row r at byte offset r * type_row_bytes(wtype, n_in);
- * n_in a multiple of 32 for Q4_0/Q8_0, any n_in for float types; or TYPE_Q4_0X16, see below).
+ * n_in a multiple of 32 for Q4_0/Q8_0, any n_in for float types; or TYPE_Q4_0X16, see below, whose
+ * W must be 64-byte aligned).
  * x is T rows of n_in floats. out is T rows of n_out floats (row stride n_out).
  *
  * For Q4_0/Q8_0 weights the activations are first quantized to Q8_0 (quantize_row_q8_0_ref, or a

@@ -801,9 +801,6 @@ TARGET_AVX512 INLINE void transpose_16x4_avx512(__m512i z[4], __m512i w[4]) {
     w[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
-/* Rows [r, r + 16) (those < n_out; the others read as row r and their scales zeroed, so that they
- * contribute nothing) x blocks [kb, kb + nkb) into the tile: each row's 32 (Q4_0: 16) bytes loaded,
- * then transposed in registers; the 16 fp16 scales with one gather. */
 /* The same tile from repacked Q4_0 (r a multiple of 16): each block's lines already hold the 16 rows'
  * bytes side by side; only the nibbles are separated. Padding rows have scale 0. */
 TARGET_AVX512 static void g5_unpack_x16(const MatmulJob *job, int64_t r, int64_t kb, int64_t nkb, G5Tile *tile) {
@@ -821,6 +818,9 @@ TARGET_AVX512 static void g5_unpack_x16(const MatmulJob *job, int64_t r, int64_t
     }
 }
 
+/* Rows [r, r + 16) (those < n_out; the others read as row r and their scales zeroed, so that they
+ * contribute nothing) x blocks [kb, kb + nkb) into the tile: each row's 32 (Q4_0: 16) bytes loaded,
+ * then transposed in registers; the 16 fp16 scales with one gather. */
 TARGET_AVX512 static void g5_unpack(const MatmulJob *job, int64_t r, int64_t kb, int64_t nkb, G5Tile *tile) {
     if (job->wtype == TYPE_Q4_0X16) {
         g5_unpack_x16(job, r, kb, nkb, tile);
@@ -863,7 +863,6 @@ TARGET_AVX512 static void g5_unpack(const MatmulJob *job, int64_t r, int64_t kb,
         _mm512_store_ps(tile->d[b], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hd)));
     }
 }
-
 
 TARGET_AVX512 INLINE void g5_tokens(const MatmulJob *job, const G5Tile *tile, int64_t r, int64_t kb, int64_t nkb,
                                     int64_t t0, const int NT, int first) {
