@@ -167,6 +167,21 @@ static void test_stories_quantized(void) {
         size_t same = 0;
         while (expected[same] && out[same] == expected[same]) same++;
         test_note("%s: first %zu of %zu bytes identical to the F32 (llama2.c) text", types[i], same, strlen(expected));
+        if (i == 2) {
+            /* Q4_0 in the file's layout. Not expected to match the repacked run byte for byte: the
+             * products differ in float rounding (~1e-7), and in this 64-wide model an F16 key or an
+             * int8 activation that rounds the other way moves logits by ~0.1 (traced: identical
+             * caches and logits until such a flip). test_llm compares the logits themselves. */
+            char *out2, *err2;
+            snprintf(args, sizeof args, "generate -m %s --temp 0 -n 200 --no-repack", stories_gguf(types[i]));
+            rc = run(args, &out2, &err2);
+            CHECK(rc == 0 && strlen(out2) > 100, "--no-repack: exit %d: %s", rc, err2);
+            size_t common = 0;
+            while (out[common] && out[common] == out2[common]) common++;
+            test_note("q4_0 --no-repack: first %zu bytes identical to the default run", common);
+            free(out2);
+            free(err2);
+        }
         free(out);
         free(err);
     }
