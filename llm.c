@@ -136,6 +136,24 @@ static int bind_vector(const GgufFile *f, const char *name, int64_t n, float **o
 
 int64_t llm_matrix_bytes(const Matrix *m) { return type_matrix_bytes(m->type, m->rows, m->cols); }
 
+/* A layer's seven product matrices, in the order the forward pass uses them. */
+enum { LAYER_MATRICES = 7 };
+static void layer_matrices(LlmLayer *L, Matrix *mats[LAYER_MATRICES]) {
+    Matrix *all[LAYER_MATRICES] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    memcpy(mats, all, sizeof all);
+}
+
+/* Bytes of all weight matrices one decode step reads (the layers' and the output's). */
+static int64_t sum_weight_bytes(Llm *m) {
+    int64_t total = llm_matrix_bytes(&m->weights.output);
+    for (int64_t l = 0; l < m->config.n_layers; l++) {
+        Matrix *mats[LAYER_MATRICES];
+        layer_matrices(&m->weights.layers[l], mats);
+        for (int i = 0; i < LAYER_MATRICES; i++) total += llm_matrix_bytes(mats[i]);
+    }
+    return total;
+}
+
 /* "blk.<l>.<suffix>" */
 static const char *block_tensor_name(char *buf, size_t cap, int64_t layer, const char *suffix) {
     snprintf(buf, cap, "blk.%lld.%s", (long long)layer, suffix);
@@ -158,7 +176,6 @@ static int bind_weights(Llm *m, const GgufFile *f, BlvError *err) {
     int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     w->layers = blv_calloc((size_t)c->n_layers, sizeof(LlmLayer), "layer table", err);
     if (!w->layers) return -1;
-    m->weight_bytes = 0;
     for (int64_t l = 0; l < c->n_layers; l++) {
         LlmLayer *L = &w->layers[l];
         char n[128];
@@ -173,15 +190,12 @@ static int bind_weights(Llm *m, const GgufFile *f, BlvError *err) {
             bind_matrix(f, block_tensor_name(n, cap, l, "ffn_up.weight"), c->ffn_dim, c->dim, &L->w_up, err) ||
             bind_matrix(f, block_tensor_name(n, cap, l, "ffn_down.weight"), c->dim, c->ffn_dim, &L->w_down, err))
             return -1;
-        m->weight_bytes += llm_matrix_bytes(&L->wq) + llm_matrix_bytes(&L->wk) + llm_matrix_bytes(&L->wv) +
-                           llm_matrix_bytes(&L->wo) + llm_matrix_bytes(&L->w_gate) + llm_matrix_bytes(&L->w_up) +
-                           llm_matrix_bytes(&L->w_down);
     }
     if (bind_vector(f, "output_norm.weight", c->dim, &w->output_norm, err)) return -1;
     c->tied_output = gguf_find_tensor(f, "output.weight") == NULL;
     if (c->tied_output) w->output = w->token_embd;
     else if (bind_matrix(f, "output.weight", c->vocab_size, c->dim, &w->output, err)) return -1;
-    m->weight_bytes += llm_matrix_bytes(&w->output);
+    m->weight_bytes = sum_weight_bytes(m);
     return 0;
 }
 
@@ -218,9 +232,9 @@ static int alloc_state(Llm *m, BlvError *err) {
         if (b > s->scratch_bytes) s->scratch_bytes = b;
     }
     for (int64_t l = 1; l < c->n_layers; l++) {  /* types may differ per layer */
-        const LlmLayer *L = &m->weights.layers[l];
-        const Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+        Matrix *mats[LAYER_MATRICES];
+        layer_matrices(&m->weights.layers[l], mats);
+        for (int i = 0; i < LAYER_MATRICES; i++) {
             int64_t b = matmul_scratch_bytes(mats[i]->type, mats[i]->cols, T);
             if (b > s->scratch_bytes) s->scratch_bytes = b;
         }
@@ -292,20 +306,14 @@ fail:
 
 void llm_free(Llm *m) {
     LlmWeights *w = &m->weights;
-    if (w->layers) {
-        for (int64_t l = 0; l < m->config.n_layers; l++) {
-            free(w->layers[l].attn_norm);
-            free(w->layers[l].ffn_norm);
-        }
+    for (int64_t l = 0; w->layers && l < m->config.n_layers; l++) {
+        Matrix *mats[LAYER_MATRICES];
+        layer_matrices(&w->layers[l], mats);
+        for (int i = 0; i < LAYER_MATRICES; i++) free(mats[i]->owned);  /* repacked copies */
+        free(w->layers[l].attn_norm);
+        free(w->layers[l].ffn_norm);
     }
-    if (w->layers) {
-        for (int64_t l = 0; l < m->config.n_layers; l++) {
-            LlmLayer *L = &w->layers[l];
-            Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) free(mats[i]->owned);
-        }
-    }
-    if (w->output.owned != w->token_embd.owned) free(w->output.owned);
+    free(w->output.owned);  /* NULL when tied: token_embd is never repacked */
     free(w->layers);
     free(w->embd_norm_w);
     free(w->embd_norm_b);
@@ -349,18 +357,13 @@ void llm_prepare_weights(Llm *m) {
     m->weights_prepared = 1;
     if (m->no_repack || !quant_has_q4_0x16()) return;
     double t0 = blv_now();
-    LlmWeights *w = &m->weights;
-    m->weight_bytes = 0;
     for (int64_t l = 0; l < m->config.n_layers; l++) {
-        LlmLayer *L = &w->layers[l];
-        Matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            repack_matrix(m, mats[i]);
-            m->weight_bytes += llm_matrix_bytes(mats[i]);
-        }
+        Matrix *mats[LAYER_MATRICES];
+        layer_matrices(&m->weights.layers[l], mats);
+        for (int i = 0; i < LAYER_MATRICES; i++) repack_matrix(m, mats[i]);
     }
-    if (!m->config.tied_output) repack_matrix(m, &w->output);  /* a tied output is token_embd: looked up */
-    m->weight_bytes += llm_matrix_bytes(&w->output);
+    if (!m->config.tied_output) repack_matrix(m, &m->weights.output);  /* a tied output is token_embd: looked up */
+    m->weight_bytes = sum_weight_bytes(m);  /* padding to whole 16-row groups can add a little */
     m->repack_seconds = blv_now() - t0;
 }
 

@@ -765,12 +765,12 @@ static void float_task(void *p, int ith, int nth) {
     }
 }
 
-void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float *x, int64_t n_in,
-            int64_t n_out, int64_t T, void *scratch) {
-    MatmulTask task;
-    memset(&task, 0, sizeof task);
-    task.k = kernels_for(wtype);
-    MatmulJob *job = &task.job;
+/* A product's description and the kernel family that computes it (scratch pointers set apart). */
+static void init_task(MatmulTask *task, float *out, const void *W, int wtype, const float *x, int64_t n_in,
+                      int64_t n_out, int64_t T) {
+    memset(task, 0, sizeof *task);
+    task->k = kernels_for(wtype);
+    MatmulJob *job = &task->job;
     job->W = W;
     job->wtype = wtype;
     job->row_bytes = wtype == TYPE_Q4_0X16 ? 0 : type_row_bytes(wtype, n_in);
@@ -781,6 +781,13 @@ void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float 
     job->n_pairs = (job->nb + 1) / 2;
     job->x = x;
     job->out = out;
+}
+
+void matmul(ThreadPool *pool, float *out, const void *W, int wtype, const float *x, int64_t n_in,
+            int64_t n_out, int64_t T, void *scratch) {
+    MatmulTask task;
+    init_task(&task, out, W, wtype, x, n_in, n_out, T);
+    MatmulJob *job = &task.job;
     if (T <= 0 || n_out <= 0) return;
     if (!is_quantized(wtype)) {
         threadpool_run(pool, float_task, &task);
@@ -861,19 +868,8 @@ static void run_parts(ThreadPool *pool, const MatmulPart *parts, int n_parts, co
     uint8_t *base = align_ptr(scratch);
     ScratchLayout s = scratch_layout(n_in, T);
     for (int i = 0; i < n_parts; i++) {
-        MatmulTask *task = &mt.parts[i];
-        MatmulJob *job = &task->job;
-        task->k = kernels_for(parts[i].wtype);
-        job->W = parts[i].W;
-        job->wtype = parts[i].wtype;
-        job->row_bytes = parts[i].wtype == TYPE_Q4_0X16 ? 0 : type_row_bytes(parts[i].wtype, n_in);
-        job->n_in = n_in;
-        job->n_out = parts[i].n_out;
-        job->T = T;
-        job->nb = n_in / QK;
-        job->n_pairs = (job->nb + 1) / 2;
-        job->x = x;
-        job->out = parts[i].out;
+        init_task(&mt.parts[i], parts[i].out, parts[i].W, parts[i].wtype, x, n_in, parts[i].n_out, T);
+        MatmulJob *job = &mt.parts[i].job;
         job->xq = (BlockQ8_0 *)(base + s.xq);  /* all parts read the one quantized input */
         job->xsum = (int32_t *)(base + s.xsum);
         job->packed = base + s.packed;
@@ -907,11 +903,10 @@ void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_
         for (int64_t t = 0; t < T; t++) quantize_row_q8_0_ref(x + t * n_in, xq + t * nb, n_in);
         for (int64_t t = 0; t < T; t++)
             for (int64_t r = 0; r < n_out; r++) {
-                const void *row = w + r * (wtype == TYPE_Q4_0X16 ? 0 : row_bytes);
                 float *o = &out[t * n_out + r];
                 if (wtype == TYPE_Q4_0X16) *o = dot_q4_0x16_row_ref(W, n_in, r, xq + t * nb);
-                else if (wtype == TYPE_Q4_0) *o = vec_dot_q4_0_q8_0_ref(n_in, row, xq + t * nb);
-                else *o = vec_dot_q8_0_q8_0_ref(n_in, row, xq + t * nb);
+                else if (wtype == TYPE_Q4_0) *o = vec_dot_q4_0_q8_0_ref(n_in, (const void *)(w + r * row_bytes), xq + t * nb);
+                else *o = vec_dot_q8_0_q8_0_ref(n_in, (const void *)(w + r * row_bytes), xq + t * nb);
             }
     } else if (wtype == TYPE_BF16) {
         float *row = (float *)align_ptr(scratch);

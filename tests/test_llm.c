@@ -22,20 +22,38 @@ typedef struct {
     int ok;
 } Loaded;
 
-static void load_model(Loaded *L, const char *path, int64_t chunk, int kv_type, int threads) {
+static void load_model_with(Loaded *L, const char *path, const LlmOptions *o) {
     BlvError err;
     L->ok = 0;
     if (gguf_open(&L->file, path, 1, &err) != 0) {
         CHECK(0, "%s", err.msg);
         return;
     }
-    LlmOptions o = {0, chunk, kv_type, threads, -1, 0};
-    if (llm_init(&L->llm, &L->file, &o, &err) != 0) {
+    if (llm_init(&L->llm, &L->file, o, &err) != 0) {
         CHECK(0, "%s", err.msg);
         gguf_close(&L->file);
         return;
     }
     L->ok = 1;
+}
+
+static void load_model(Loaded *L, const char *path, int64_t chunk, int kv_type, int threads) {
+    LlmOptions o = {0, chunk, kv_type, threads, -1, 0};
+    load_model_with(L, path, &o);
+}
+
+/* A random-weight model of preset p written to the per-run directory as `name`; 0 on success. */
+static int random_model(const LlmPreset *p, uint64_t seed, int type, const char *name, char path[512]) {
+    BlvError err;
+    snprintf(path, 512, "%s", test_tmp(name));
+    if (generate_llm_preset(p, seed, type, path, 0, &err) == 0) return 0;
+    CHECK(0, "%s", err.msg);
+    return -1;
+}
+
+/* n token ids in 3..502 (past <unk>, <s>, </s>). */
+static void random_ids(int32_t *ids, int n, uint64_t seed) {
+    for (int i = 0; i < n; i++) ids[i] = 3 + (int32_t)(test_rand_u64(&seed) % 500);
 }
 
 static void unload_model(Loaded *L) {
@@ -236,16 +254,11 @@ static void test_stories_quantized_agreement(void) {
 static void test_kv_cache_types(void) {
     LlmPreset p = {"kvtest", "random weights, untrained", 128, 2, 2, 1, 256, 512, 256, 10000.0f, 1e-5f, 1, 0};
     char path[512];
-    snprintf(path, sizeof path, "%s", test_tmp("kvtest.gguf"));
     BlvError err;
-    if (generate_llm_preset(&p, 7, TYPE_F32, path, 0, &err) != 0) {
-        CHECK(0, "%s", err.msg);
-        return;
-    }
+    if (random_model(&p, 7, TYPE_F32, "kvtest.gguf", path) != 0) return;
     enum { N = 48 };
     int32_t ids[N];
-    uint64_t rng = 3;
-    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(test_rand_u64(&rng) % 500);
+    random_ids(ids, N, 3);
     const int kv[3] = {TYPE_F32, TYPE_F16, TYPE_Q8_0};
     const double limit[3] = {0, 1e-5, 1e-3};
     float *logits[3];
@@ -274,48 +287,35 @@ static void test_kv_cache_types(void) {
 static void test_q4_0_repack_matches_file_layout(void) {
     LlmPreset p = {"repacktest", "random weights, untrained", 128, 2, 4, 2, 256, 512, 256, 10000.0f, 1e-5f, 0, 0};
     char path[512];
-    snprintf(path, sizeof path, "%s", test_tmp("repacktest.gguf"));
     BlvError err;
-    if (generate_llm_preset(&p, 11, TYPE_Q4_0, path, 0, &err) != 0) {
-        CHECK(0, "%s", err.msg);
-        return;
-    }
+    if (random_model(&p, 11, TYPE_Q4_0, "repacktest.gguf", path) != 0) return;
     enum { N = 40, STEPS = 4, V = 512 };
     int32_t ids[N + STEPS];
-    uint64_t rng = 5;
-    for (int i = 0; i < N + STEPS; i++) ids[i] = 3 + (int32_t)(test_rand_u64(&rng) % 500);
+    random_ids(ids, N + STEPS, 5);
     float *logits[3];
     for (int v = 0; v < 3; v++) {  /* 0: --no-repack, 1: repacked, 2: repacked, reference kernels */
         logits[v] = calloc((size_t)(N + STEPS) * V, sizeof(float));
-        GgufFile f;
-        Llm m;
-        if (gguf_open(&f, path, 1, &err) != 0) {
-            CHECK(0, "%s", err.msg);
-            continue;
-        }
         LlmOptions o = {0, 16, TYPE_F32, 2, -1, v == 0};
-        if (llm_init(&m, &f, &o, &err) != 0) {
-            CHECK(0, "%s", err.msg);
-            gguf_close(&f);
-            continue;
-        }
+        Loaded L;
+        load_model_with(&L, path, &o);
+        if (!L.ok) continue;
+        Llm *m = &L.llm;
         if (v == 2) {
-            llm_prepare_weights(&m);
+            llm_prepare_weights(m);
             quant_force_kernels("ref");
         }
-        CHECK(llm_eval_tokens(&m, ids, N, logits[v], 1, &err) == 0, "%s", err.msg);
+        CHECK(llm_eval_tokens(m, ids, N, logits[v], 1, &err) == 0, "%s", err.msg);
         for (int i = 0; i < STEPS; i++)
-            CHECK(llm_eval_tokens(&m, ids + N + i, 1, logits[v] + (size_t)(N + i) * V, 0, &err) == 0, "%s", err.msg);
+            CHECK(llm_eval_tokens(m, ids + N + i, 1, logits[v] + (size_t)(N + i) * V, 0, &err) == 0, "%s", err.msg);
         quant_force_kernels(NULL);
         const int repacks = v > 0 && quant_has_q4_0x16();
         const int want_type = repacks ? TYPE_Q4_0X16 : TYPE_Q4_0;
-        CHECK(m.repacked_matrices == (repacks ? 2 * 7 + 1 : 0), "variant %d: %lld matrices repacked", v,
-              (long long)m.repacked_matrices);
-        CHECK(m.weights.layers[1].w_down.type == want_type && m.weights.output.type == want_type,
-              "variant %d: matrix types %d, %d", v, m.weights.layers[1].w_down.type, m.weights.output.type);
-        CHECK(m.weights.token_embd.type == TYPE_Q4_0, "token_embd must keep the file layout");
-        llm_free(&m);
-        gguf_close(&f);
+        CHECK(m->repacked_matrices == (repacks ? 2 * 7 + 1 : 0), "variant %d: %lld matrices repacked", v,
+              (long long)m->repacked_matrices);
+        CHECK(m->weights.layers[1].w_down.type == want_type && m->weights.output.type == want_type,
+              "variant %d: matrix types %d, %d", v, m->weights.layers[1].w_down.type, m->weights.output.type);
+        CHECK(m->weights.token_embd.type == TYPE_Q4_0, "token_embd must keep the file layout");
+        unload_model(&L);
         if (v == 0) continue;
         double e = nmse(logits[v], logits[0], (int64_t)(N + STEPS) * V);
         int same = 0;
