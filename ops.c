@@ -385,8 +385,8 @@ void ops_attn_head_q8_ref(const OpsAttn *a, void *work) {
 /* ---- decode attention over an F16 cache ----------------------------------------------------------- */
 
 int64_t ops_attn_kv_work_bytes(int64_t n, int64_t group, int64_t hd) {
-    (void)hd;  /* the scores of the group */
-    return group * n * (int64_t)sizeof(float);
+    (void)hd;  /* the scores of the group; the vector kernels store them in blocks of up to OPS_LANES keys */
+    return group * ((n + OPS_LANES - 1) / OPS_LANES * OPS_LANES) * (int64_t)sizeof(float);
 }
 
 void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {

@@ -213,6 +213,7 @@ TGT INLINE VI dot4_pv(VI acc, VI a, VI b) { return dpbusd(acc, a, b); }
 #define KV_KBLOCK 32        /* keys per decode-attention P·V block */
 #define KV_QK_KEYS 2        /* keys per decode-attention score step (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators) */
 #define KV_QK_CB 2          /* of the NACC partial-sum vectors, taken this many at a time */
+#define KV_Q_IN_REGS 1      /* scores through kv_scores_qregs when head_dim is 32, 64, 96 or 128 */
 #define QVT_F32 2
 
 #include "ops_simd.h"

@@ -208,6 +208,7 @@ INLINE VI dot4_pv(VI acc, VI a, VI b) { return dot4(acc, a, b); }
 #define KV_KBLOCK 32        /* keys per decode-attention P·V block */
 #define KV_QK_KEYS 2        /* keys per decode-attention score step (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators) */
 #define KV_QK_CB 2          /* of the NACC partial-sum vectors, taken this many at a time */
+#define KV_Q_IN_REGS 0      /* no kv_scores_qregs: the queries of 3 heads do not fit in the registers */
 #define QVT_F32 4
 
 #include "ops_simd.h"
