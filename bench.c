@@ -360,9 +360,15 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     /* decode speed against the roofline: --reps more decodes of tg tokens from the same context, each
      * between two probes of the memory it reads (one probe after the turn alone was seen to land in
      * another bandwidth regime than the decode: 108% "of the roofline") */
-    int64_t decode_context = main_run.n_input + o->tg_tokens / 2;
+    int64_t n_dec = m->n_ctx - main_run.n_input < o->tg_tokens ? m->n_ctx - main_run.n_input : o->tg_tokens;
+    if (n_dec < 2) {  /* an image larger than --prompt-tokens leaves no room past the answer */
+        blv_fail(err, "%s: the input (%lld tokens) leaves no room for decoding in a context of %lld; raise "
+                 "--prompt-tokens", image, (long long)main_run.n_input, (long long)m->n_ctx);
+        goto done;
+    }
+    int64_t decode_context = main_run.n_input + n_dec / 2;
     double *dec = calloc((size_t)o->reps * 3, sizeof(double)), *dec_bw = dec + o->reps, *dec_frac = dec_bw + o->reps;
-    int32_t *dec_ids = malloc((size_t)o->tg_tokens * sizeof(int32_t));
+    int32_t *dec_ids = malloc((size_t)n_dec * sizeof(int32_t));
     if (!dec || !dec_ids) {
         free(dec), free(dec_ids);
         blv_fail(err, "out of memory");
@@ -371,9 +377,9 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     uint64_t rng = 7;
     for (int r = 0; r < o->reps; r++) {
         fprintf(stderr, isatty(2) ? "\rbench: decode repetition %d/%d" : "bench: decode repetition %d/%d\n", r + 1, o->reps);
-        fill_tokens(dec_ids, o->tg_tokens, m->config.vocab_size, &rng);
+        fill_tokens(dec_ids, n_dec, m->config.vocab_size, &rng);
         DecodeRep d;
-        if (decode_rep(b, dec_ids, main_run.n_input, o->tg_tokens, decode_context, &d, err) != 0) {
+        if (decode_rep(b, dec_ids, main_run.n_input, n_dec, decode_context, &d, err) != 0) {
             free(dec), free(dec_ids);
             goto done;
         }
@@ -433,7 +439,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     printf("LLM decode       %.2f tok/s at context %lld = %.1f%% of the read-bandwidth roofline (%.3f GB of weights "
            "and KV cache per token; %.2f GB/s reading that memory; medians of %d repetitions of %lld tokens, each "
            "between two probes; the answer's own decode: %.2f tok/s)\n", decode_tok_s,
-           (long long)main_run.n_input, 100.0 * decode_fraction, decode_gb, decode_bw, o->reps, (long long)o->tg_tokens,
+           (long long)main_run.n_input, 100.0 * decode_fraction, decode_gb, decode_bw, o->reps, (long long)n_dec,
            main_run.decode_tok_s);
     printf("time to first token  %.3f s after the prompt (prefill); %.3f s including the image encode\n",
            main_run.ttft_s, main_run.ttft_s + encode_total);

@@ -359,7 +359,31 @@ static void test_bad_input(void) {
     }
 }
 
+/* bench --mmproj (Table 5) on the tiny model and image: exits 0 with the decode measured as
+ * repetitions between probes (a JSON fraction in (0, 10)); an input (119 tokens) that fills all but one
+ * place of the context (108 + 4 + 8 = 120) leaves no room for the repetitions: a clear error. */
+static void test_bench_multimodal(void) {
+    e2e_paths(&E2E_TINY);
+    static char cmd[4096];
+    char *out, *err;
+    snprintf(cmd, sizeof cmd, "%s bench -m %s --mmproj %s --image %s --prompt-tokens 160 --tg-tokens 8 --reps 2 -t 1 "
+             "--no-sweeps --json", test_bin(), llm_path, mmproj_path, image_path);
+    int rc = test_run_command(cmd, &out, &err);
+    CHECK(rc == 0, "bench --mmproj: exit %d\n%s", rc, err);
+    const char *f = strstr(out, "\"decode_roofline_fraction\": ");
+    double fraction = f ? atof(f + strlen("\"decode_roofline_fraction\": ")) : -1;
+    CHECK(fraction > 0 && fraction < 10, "decode_roofline_fraction %g in %s", fraction, out);
+    CHECK(strstr(err, "decode repetition 2/2") != NULL, "no decode repetitions on stderr:\n%s", err);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd, "%s bench -m %s --mmproj %s --image %s --prompt-tokens 108 --tg-tokens 4 --reps 1 -t 1 "
+             "--no-sweeps", test_bin(), llm_path, mmproj_path, image_path);
+    rc = test_run_command(cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "no room for decoding"), "an image filling the context: exit %d\n%s", rc, err);
+    free(out), free(err);
+}
+
 void suite_pipeline(void) {
+    RUN_TEST(test_bench_multimodal);
     RUN_TEST(test_e2e_matches_pytorch);
     RUN_TEST(test_e2e_mid_matches_pytorch);
     RUN_TEST(test_e2e_mid_kv_cache_types);
