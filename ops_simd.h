@@ -203,34 +203,40 @@ TGT void FN(ops_residual_layernorm)(float *x, const float *y, const float *yb, f
     FN(layernorm_from_sum)(out, x, FN(row_sum)(x, n), w, b, n, eps);
 }
 
-TGT float FN(ops_softmax_row)(float *p, const float *s, int64_t n, float scale) {
-    if (n <= 0) return 0.0f;
+/* ops_softmax_row over n > 0 scores stored L at a time, `stride` floats apart (stride L: a plain row;
+ * the decode attention's interleaved work buffer: group·L), from src into dst (dst may be src): the
+ * maximum, then each block's exponentials, block b added into partial vector b % NACC — where a plain
+ * row adds keys [b·L, b·L + L) (key j into partial j % OPS_LANES), in the same order. */
+TGT INLINE float FN(softmax_blocks)(float *dst, const float *src, int64_t n, int64_t stride, float scale) {
+    const int64_t full = n / L, tail = n % L;
     VF mx = vf_set1(-INFINITY);
-    int64_t i = 0;
-    for (; i + L <= n; i += L) mx = vf_max(mx, vf_load(s + i));
-    if (i < n) mx = vf_max(mx, vf_load_n_fill(s + i, (int)(n - i), -INFINITY));
+    for (int64_t b = 0; b < full; b++) mx = vf_max(mx, vf_load(src + b * stride));
+    if (tail) mx = vf_max(mx, vf_load_n_fill(src + full * stride, (int)tail, -INFINITY));
     float ms = vf_hmax(mx) * scale;
     VF sc = vf_set1(scale), nms = vf_set1(-ms), acc[NACC];
     for (int k = 0; k < NACC; k++) acc[k] = vf_zero();
-    for (i = 0; i + OPS_LANES <= n; i += OPS_LANES)
+    int64_t b = 0;
+    for (; b + NACC <= full; b += NACC)
         for (int k = 0; k < NACC; k++) {
-            VF e = vf_exp(vf_fma(vf_load(s + i + k * L), sc, nms));
-            vf_store(p + i + k * L, e);
+            VF e = vf_exp(vf_fma(vf_load(src + (b + k) * stride), sc, nms));
+            vf_store(dst + (b + k) * stride, e);
             acc[k] = vf_add(acc[k], e);
         }
-    for (int k = 0; k < NACC; k++) {
-        int64_t c = n - i - k * L;
-        if (c >= L) {
-            VF e = vf_exp(vf_fma(vf_load(s + i + k * L), sc, nms));
-            vf_store(p + i + k * L, e);
-            acc[k] = vf_add(acc[k], e);
-        } else if (c > 0) {
-            VF e = vf_keep_n(vf_exp(vf_fma(vf_load_n(s + i + k * L, (int)c), sc, nms)), (int)c);
-            vf_store_n(p + i + k * L, e, (int)c);
-            acc[k] = vf_add(acc[k], e);
-        }
+    for (int k = 0; b + k < full; k++) {
+        VF e = vf_exp(vf_fma(vf_load(src + (b + k) * stride), sc, nms));
+        vf_store(dst + (b + k) * stride, e);
+        acc[k] = vf_add(acc[k], e);
+    }
+    if (tail) {
+        VF e = vf_keep_n(vf_exp(vf_fma(vf_load_n(src + full * stride, (int)tail), sc, nms)), (int)tail);
+        vf_store_n(dst + full * stride, e, (int)tail);
+        acc[full % NACC] = vf_add(acc[full % NACC], e);
     }
     return FN(lanes_sum)(acc);
+}
+
+TGT float FN(ops_softmax_row)(float *p, const float *s, int64_t n, float scale) {
+    return n > 0 ? FN(softmax_blocks)(p, s, n, L, scale) : 0.0f;
 }
 
 /* ---- attention: f32 ----------------------------------------------------------------------------- */
@@ -710,8 +716,22 @@ TGT INLINE int64_t FN(kv_score_index)(const OpsAttnKV *a, int64_t j, int64_t g) 
     return j / L * L * a->group + g * L + j % L;
 }
 
-/* s[g0 + h][j0 .. j0 + L) for the heads [g0, g0 + nh): the keys' folded partial sums, then the last
- * levels of the tree for L keys at once (vf_tree_sums) instead of one reduction per key and head.
+/* The scores of keys [j0, j0 + L) (those below n) for the heads [g0, g0 + nh) from each key's folded
+ * partial sums part[h][key]: the last levels of the tree for L keys at once (vf_tree_sums). */
+TGT INLINE void FN(kv_store_scores)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh,
+                                     VF part[][L]) {
+    const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < nh; h++) {
+        VF t = vf_tree_sums(part[h]);
+        float *dst = s + FN(kv_score_index)(a, j0, g0 + h);
+        if (nk == L) vf_store(dst, t);
+        else vf_store_n(dst, t, nk);
+    }
+}
+
+/* s[g0 + h][j0 .. j0 + L) for the heads [g0, g0 + nh): the keys' folded partial sums, then
+ * kv_store_scores (one transposed tree for L keys instead of one reduction per key and head).
  * Keys past n repeat key n - 1 and are not stored. */
 TGT INLINE void FN(kv_scores_block)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh) {
     VF part[6][L];  /* nh <= KV_HEADS <= 6 */
@@ -724,14 +744,7 @@ TGT INLINE void FN(kv_scores_block)(const OpsAttnKV *a, float *s, int64_t j0, in
         }
         FN(kv_qk_keys)(a, k, g0, nh, part, jj);
     }
-    const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
-    _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++) {
-        VF t = vf_tree_sums(part[h]);
-        float *dst = s + FN(kv_score_index)(a, j0, g0 + h);
-        if (nk == L) vf_store(dst, t);
-        else vf_store_n(dst, t, nk);
-    }
+    FN(kv_store_scores)(a, s, j0, g0, nh, part);
 }
 
 /* kv_scores_block for nh <= 3 heads when hd = NI·OPS_LANES (NI <= 4), with the heads' queries held
@@ -773,14 +786,7 @@ TGT INLINE void FN(kv_scores_qregs)(const OpsAttnKV *a, float *s, int64_t j0, in
             part[h][jj] = acc[h][0];
         }
     }
-    const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
-    _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++) {
-        VF t = vf_tree_sums(part[h]);
-        float *dst = s + FN(kv_score_index)(a, j0, g0 + h);
-        if (nk == L) vf_store(dst, t);
-        else vf_store_n(dst, t, nk);
-    }
+    FN(kv_store_scores)(a, s, j0, g0, nh, part);
 }
 
 /* The scores of keys [j0, j0 + L) for every head: kv_scores_qregs when the family and hd allow it,
@@ -817,31 +823,6 @@ TGT INLINE void FN(kv_scores)(const OpsAttnKV *a, float *s, int64_t j0) {
         default: FN(kv_scores_block)(a, s, j0, g0, 6); break;
         }
     }
-}
-
-/* ops_softmax_row over the scores of head g in the interleaved layout, in place: the same maximum,
- * the same exponentials, and block b of L keys added into partial vector b % NACC, which is where
- * ops_softmax_row adds keys [b·L, b·L + L) (key j into partial j % OPS_LANES), in the same order. */
-TGT INLINE float FN(kv_softmax)(const OpsAttnKV *a, float *s, int64_t g) {
-    const int64_t full = a->n / L, tail = a->n % L, stride = a->group * L;
-    float *p = s + g * L;
-    VF mx = vf_set1(-INFINITY);
-    for (int64_t b = 0; b < full; b++) mx = vf_max(mx, vf_load(p + b * stride));
-    if (tail) mx = vf_max(mx, vf_load_n_fill(p + full * stride, (int)tail, -INFINITY));
-    float ms = vf_hmax(mx) * a->scale;
-    VF sc = vf_set1(a->scale), nms = vf_set1(-ms), acc[NACC];
-    for (int k = 0; k < NACC; k++) acc[k] = vf_zero();
-    for (int64_t b = 0; b < full; b++) {
-        VF e = vf_exp(vf_fma(vf_load(p + b * stride), sc, nms));
-        vf_store(p + b * stride, e);
-        acc[b % NACC] = vf_add(acc[b % NACC], e);
-    }
-    if (tail) {
-        VF e = vf_keep_n(vf_exp(vf_fma(vf_load_n(p + full * stride, (int)tail), sc, nms)), (int)tail);
-        vf_store_n(p + full * stride, e, (int)tail);
-        acc[full % NACC] = vf_add(acc[full % NACC], e);
-    }
-    return FN(lanes_sum)(acc);
 }
 
 /* o[h][d0 + e] += Σ_{j in [j0, j0 + nj)} p[h][j]·v[j][d0 + e] for the heads [g0, g0 + nh) (nh <=
@@ -904,7 +885,8 @@ TGT void FN(ops_attn_kv_f16)(const OpsAttnKV *a, void *work) {
     float *s = work;
     for (int64_t j0 = 0; j0 < n; j0 += L) FN(kv_scores)(a, s, j0);  /* scores: L keys at a time */
     float inv[64];
-    for (int64_t g = 0; g < a->group; g++) inv[g] = 1.0f / FN(kv_softmax)(a, s, g);
+    for (int64_t g = 0; g < a->group; g++)  /* head g's scores in the interleaved layout, in place */
+        inv[g] = 1.0f / FN(softmax_blocks)(s + g * L, s + g * L, n, a->group * L, a->scale);
     /* P·V in blocks of KV_KBLOCK keys, whose value rows stay in L1 while every head and dimension tile
      * goes over them (the rows are ld apart: without blocking, the passes evict each other through
      * the cache sets that the stride maps them to) */
