@@ -585,6 +585,23 @@ TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *
     return acc;
 }
 
+/* The hardware prefetchers do not cross a 4 KiB page, so a weight stream that is simply read
+ * starts every page with a miss and restarts the prefetcher there. Once per page of the stream,
+ * the repacked GEMV asks for the first GEMV_PAGE_LINES lines of the page GEMV_PAGE_AHEAD bytes
+ * ahead: the prefetcher, trained on them, fetches the rest of that page before the GEMV gets there.
+ * Measured in the decode (Zen 4, 2 threads, bluelm-v-3b at 2000 tokens of context, variants
+ * interleaved in one process): the GEMVs 41.1-41.8 -> 39.7-40.7 ms per token when the memory read
+ * ~35 GB/s (98-99% of it), and ~36 -> ~28-31 ms when it read 50-54 GB/s; 16-32 KiB ahead and 2-8
+ * lines all did about as well. Prefetching every line 1-4 KiB ahead instead did not help. */
+enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
+
+TARGET_AVX512 INLINE void prefetch_page_ahead(const void *p, size_t step) {
+    const char *ahead = (const char *)p + GEMV_PAGE_AHEAD;
+    const uintptr_t offset = (uintptr_t)ahead & 4095;
+    if (offset >= step) return;  /* the stream entered that page during an earlier step */
+    for (int i = 0; i < GEMV_PAGE_LINES; i++) _mm_prefetch(ahead - offset + 64 * i, _MM_HINT_T1);
+}
+
 /* GEMV over repacked Q4_0 (BlockQ4_0x16, quant.h): the 16 rows of group g in the 16 lanes, NT
  * tokens. Per block: the 4 lines of 16 rows' bytes become 8 vectors of unsigned nibbles (w[k] the
  * elements 4k.., w[k + 4] the elements 16 + 4k..); per token, starting from -8 * sum(a) in every
@@ -598,6 +615,7 @@ TARGET_AVX512 INLINE void gemv_x16_group(const MatmulJob *job, int64_t t0, const
 #pragma GCC unroll 4
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
+        prefetch_page_ahead(&x[p], sizeof x[p]);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;
