@@ -243,13 +243,14 @@ static int alloc_state(Llm *m, BlvError *err) {
 
     s->kv_row_bytes = type_row_bytes(m->kv_type, kv_dim);
     s->kv_head_row_bytes = type_row_bytes(m->kv_type, c->head_dim);
-    size_t cache_bytes = (size_t)(c->n_layers * c->n_kv_heads * m->n_ctx * s->kv_head_row_bytes);
+    s->kv_positions = (m->n_ctx + OPS_KV_KEYS - 1) / OPS_KV_KEYS * OPS_KV_KEYS;  /* whole key blocks */
+    size_t cache_bytes = (size_t)(c->n_layers * c->n_kv_heads * s->kv_positions * s->kv_head_row_bytes);
     if (!(s->key_cache = blv_calloc(1, cache_bytes, "key cache", err)) ||
         !(s->value_cache = blv_calloc(1, cache_bytes, "value cache", err)))
         return -1;
     if (m->kv_type == TYPE_Q8_0 &&
-        (!(s->key_f32 = blv_malloc((size_t)(m->n_ctx * kv_dim) * fl, "key staging", err)) ||
-         !(s->value_f32 = blv_malloc((size_t)(m->n_ctx * kv_dim) * fl, "value staging", err))))
+        (!(s->key_f32 = blv_malloc((size_t)(s->kv_positions * kv_dim) * fl, "key staging", err)) ||
+         !(s->value_f32 = blv_malloc((size_t)(s->kv_positions * kv_dim) * fl, "value staging", err))))
         return -1;
 
     /* RoPE angles, computed in float as llama2.c and transformers do:
@@ -413,16 +414,24 @@ static void matmul_m(Llm *m, float *out, const Matrix *w, const float *x, int64_
 
 /* The cache is laid out (layer, kv_head, position, head_dim): the rows one KV head's attention reads
  * are one contiguous stream (the hardware prefetcher follows it; position-major rows would be
- * head_dim-sized pieces a whole KV row apart). */
+ * head_dim-sized pieces a whole KV row apart). An F16 key cache holds each head's positions in
+ * blocks of OPS_KV_KEYS, dimension-major inside a block (ops.h, ops_kv_key_index), so that the
+ * decode attention's scores keep one key per vector lane; the row of `pos` is then the start of
+ * its block when pos is a multiple of OPS_KV_KEYS (the only use made of it). */
 uint8_t *llm_kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos) {
     return (uint8_t *)cache +
-           (size_t)(((layer * m->config.n_kv_heads + kv_head) * m->n_ctx + pos) * m->state.kv_head_row_bytes);
+           (size_t)(((layer * m->config.n_kv_heads + kv_head) * m->state.kv_positions + pos) * m->state.kv_head_row_bytes);
 }
 
 static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const float *v) {
     int64_t hd = m->config.head_dim;
     for (int64_t h = 0; h < m->config.n_kv_heads; h++) {
-        quantize_row(m->kv_type, k + h * hd, llm_kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
+        if (m->kv_type == TYPE_F16) {  /* into its block: dimension d of the key at ops_kv_key_index */
+            uint16_t *keys = (uint16_t *)llm_kv_head_row(m, m->state.key_cache, layer, h, 0);
+            for (int64_t d = 0; d < hd; d++) keys[ops_kv_key_index(pos, d, hd)] = fp32_to_fp16(k[h * hd + d]);
+        } else {
+            quantize_row(m->kv_type, k + h * hd, llm_kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
+        }
         quantize_row(m->kv_type, v + h * hd, llm_kv_head_row(m, m->state.value_cache, layer, h, pos), hd);
     }
 }
@@ -437,7 +446,7 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
 typedef struct {
     Llm *m;
     int64_t layer, T, pos0;
-    const void *keys, *values;    /* (n_kv_heads, n_ctx, head_dim) this layer's cache: f32, or f16 if is_f16 */
+    const void *keys, *values;    /* (n_kv_heads, kv_positions, head_dim) this layer's cache: f32, or f16 if is_f16 */
     int is_f16;
 } AttentionTask;
 
@@ -445,7 +454,7 @@ typedef struct {
 static const void *task_row(const AttentionTask *a, const void *base, int64_t s, int64_t kv_head) {
     int64_t hd = a->m->config.head_dim;
     size_t elem = a->is_f16 ? sizeof(uint16_t) : sizeof(float);
-    return (const uint8_t *)base + (size_t)((kv_head * a->m->n_ctx + s) * hd) * elem;
+    return (const uint8_t *)base + (size_t)((kv_head * a->m->state.kv_positions + s) * hd) * elem;
 }
 
 /* The query heads [h0, h0 + group) of token t, all reading KV head kv_head, over positions 0..pos
@@ -513,7 +522,8 @@ static void stage_task(void *ctx, int ith, int nth) {
     split_range(n_kv_heads * st->n, ith, nth, 1, &start, &end);
     for (int64_t u = start; u < end; u++) {
         int64_t h = u / st->n, r = u % st->n;
-        float *kd = m->state.key_f32 + (h * m->n_ctx + r) * hd, *vd = m->state.value_f32 + (h * m->n_ctx + r) * hd;
+        float *kd = m->state.key_f32 + (h * m->state.kv_positions + r) * hd;
+        float *vd = m->state.value_f32 + (h * m->state.kv_positions + r) * hd;
         dequantize_row(m->kv_type, llm_kv_head_row(m, m->state.key_cache, st->layer, h, r), kd, hd);
         dequantize_row(m->kv_type, llm_kv_head_row(m, m->state.value_cache, st->layer, h, r), vd, hd);
     }

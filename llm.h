@@ -93,10 +93,11 @@ typedef struct {
     float *rope_sin;        /* (n_ctx, rope_dim / 2) */
     void *scratch;          /* quantized activations for matmul */
     int64_t scratch_bytes;
-    float *key_f32;         /* (n_kv_heads, n_ctx, head_dim) one layer's Q8_0 keys as f32 (else NULL) */
-    float *value_f32;       /* (n_kv_heads, n_ctx, head_dim) one layer's values as f32 (idem) */
-    void *key_cache;        /* (n_layers, n_kv_heads, n_ctx, head_dim) of kv_type */
-    void *value_cache;      /* (n_layers, n_kv_heads, n_ctx, head_dim) of kv_type */
+    float *key_f32;         /* (n_kv_heads, kv_positions, head_dim) one layer's Q8_0 keys as f32 (else NULL) */
+    float *value_f32;       /* (n_kv_heads, kv_positions, head_dim) one layer's values as f32 (idem) */
+    void *key_cache;        /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type; F16: in key blocks (llm_kv_head_row) */
+    void *value_cache;      /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type */
+    int64_t kv_positions;   /* positions per KV head in the caches: n_ctx rounded up to whole key blocks */
     int64_t kv_row_bytes;       /* one position's keys (all KV heads) */
     int64_t kv_head_row_bytes;  /* one position's keys of one KV head */
 } LlmState;
@@ -157,7 +158,8 @@ void llm_input_embedding(const Llm *m, int32_t token, float *out);
 /* Bytes of a weight matrix (what weight_bytes adds up). */
 int64_t llm_matrix_bytes(const Matrix *m);
 /* Row `pos` of KV head kv_head in layer `layer` of m->state.key_cache or value_cache (cache): the
- * cache is (layer, kv_head, position, head_dim), so positions 0..n of one head are contiguous. */
+ * cache is (layer, kv_head, position, head_dim), so positions 0..n of one head are contiguous (an
+ * F16 key cache in blocks of OPS_KV_KEYS positions: there pos must start a block). */
 uint8_t *llm_kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos);
 
 #endif

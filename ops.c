@@ -395,10 +395,10 @@ void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {
     for (int64_t g = 0; g < a->group; g++) {
         const float *q = a->q + g * hd;
         for (int64_t j = 0; j < n; j++) {
-            const uint16_t *k = a->k + j * a->ld;
-            float part[OPS_LANES] = {0};
-            for (int64_t d = 0; d < hd; d++) part[d % OPS_LANES] = fmaf(q[d], fp16_to_fp32(k[d]), part[d % OPS_LANES]);
-            s[g * n + j] = ops_lanes_sum_ref(part);
+            float part[OPS_KV_CHAINS] = {0};
+            for (int64_t d = 0; d < hd; d++)
+                part[d % OPS_KV_CHAINS] = fmaf(q[d], fp16_to_fp32(a->k[ops_kv_key_index(j, d, hd)]), part[d % OPS_KV_CHAINS]);
+            s[g * n + j] = (part[0] + part[1]) + (part[2] + part[3]);
         }
     }
     for (int64_t g = 0; g < a->group; g++) {

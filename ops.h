@@ -116,17 +116,29 @@ void ops_attn_head_f32(const OpsAttn *a, void *work);
 void ops_attn_head_q8(const OpsAttn *a, void *work);
 
 /* ---- decode attention: the query heads sharing one KV head, over an F16 cache ---------------------
- * For each query head g < group (rows of hd floats at q + g·hd) and key j < n (hd halves at k + j·ld,
- * the value at v + j·ld):
- *   s[g][j] = Σ_d fmaf(q[g][d], k[j][d])      in OPS_LANES partial sums (d → partial d % 32), the tree
+ * The keys are stored in blocks of OPS_KV_KEYS positions, each block dimension-major (key j's
+ * dimension d at k[ops_kv_key_index(j, d, hd)]): a vector load then holds one dimension of
+ * consecutive keys, so the scores of a block are plain multiply-adds with the query element
+ * broadcast, each key in its own lane, and no sum across lanes. The values are rows (v + j·ld).
+ * For each query head g < group (rows of hd floats at q + g·hd) and key j < n:
+ *   s[g][j] = Σ_d fmaf(q[g][d], k[j][d])      in OPS_KV_CHAINS partial sums (d → partial d % 4),
+ *                                             added as (p0 + p1) + (p2 + p3)
  *   p, sum  = ops_softmax_row(s[g], n, scale)  p = e^(s·scale - max·scale)
  *   o[g][d] = Σ_j fmaf(p[g][j], v[j][d])      in key order from 0
  *   out[g][d] = o[g][d] · (1 / sum)
- * Halves convert to float exactly. Each cached row is read once for the whole group: one decode step
- * of a GQA model reads each layer's cache once. work: ops_attn_kv_work_bytes(n, group, hd) bytes. */
+ * Halves convert to float exactly. Each cached key and value is read once for the whole group: one
+ * decode step of a GQA model reads each layer's cache once. The key blocks must be allocated whole
+ * (n rounded up to OPS_KV_KEYS; the positions past n are read and ignored).
+ * work: ops_attn_kv_work_bytes(n, group, hd) bytes. */
+#define OPS_KV_KEYS 16      /* positions per block of an F16 key cache */
+#define OPS_KV_CHAINS 4     /* partial sums of a decode-attention score */
+static inline int64_t ops_kv_key_index(int64_t j, int64_t d, int64_t hd) {
+    return (j / OPS_KV_KEYS * hd + d) * OPS_KV_KEYS + j % OPS_KV_KEYS;
+}
 typedef struct {
     const float *q;             /* (group, hd) */
-    const uint16_t *k, *v;      /* (n, ld) f16: the head's hd values of key/value j at j·ld */
+    const uint16_t *k;          /* (n / OPS_KV_KEYS rounded up, hd, OPS_KV_KEYS) f16: ops_kv_key_index */
+    const uint16_t *v;          /* (n, ld) f16: the hd values of position j at j·ld */
     float *out;                 /* (group, hd) */
     int64_t n, hd, ld, group;
     float scale;                /* head_dim^-0.5 */

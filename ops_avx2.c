@@ -80,19 +80,6 @@ TGT INLINE float vf_tree_sum(VF v) {
     q = _mm_add_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
 }
-/* vf_tree_sum of 8 vectors at once: lane j of the result is vf_tree_sum(a[j]), the same additions
- * (lane l + lane l+4, then +2, +1) done for all of them together; the last permute puts the keys in
- * order (after the three levels lane 4k+i holds vector 2i+k). */
-TGT INLINE VF vf_tree_sums(const VF *a) {
-    VF v[4], u[2];
-    for (int m = 0; m < 4; m++)  /* 128-bit halves: v[m] = [a[2m] lanes l+(l+4), a[2m+1] likewise] */
-        v[m] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * m], a[2 * m + 1], 0x20),
-                             _mm256_permute2f128_ps(a[2 * m], a[2 * m + 1], 0x31));
-    for (int m = 0; m < 2; m++)  /* pairs of lanes: l+(l+2) */
-        u[m] = _mm256_add_ps(_mm256_shuffle_ps(v[2 * m], v[2 * m + 1], 0x44), _mm256_shuffle_ps(v[2 * m], v[2 * m + 1], 0xEE));
-    VF f = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xDD));  /* l+(l+1) */
-    return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
 /* e^x as ops_exp1_ref, step for step. vf_exp_lo: x ≤ 88 (n ≤ 127), where er·2^n is one exact scaling
  * (or one rounding into the subnormals, as the reference's second scaling) and no overflow handling
  * is needed (softmax arguments are ≤ 0). */
@@ -225,9 +212,7 @@ TGT INLINE VI dot4_pv(VI acc, VI a, VI b) {
 #define KV_ND 2            /* value vectors per decode-attention tile (ops_attn_kv_f16) */
 #define KV_HEADS 6         /* query heads per decode-attention tile (<= 6; KV_HEADS·KV_ND + KV_ND + 1 registers) */
 #define KV_KBLOCK 32        /* keys per decode-attention P·V block */
-#define KV_QK_KEYS 1        /* keys per decode-attention score step (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators) */
-#define KV_QK_CB 2          /* of the NACC partial-sum vectors, taken this many at a time */
-#define KV_Q_IN_REGS 0      /* no kv_scores_qregs: the queries of 3 heads do not fit in the registers */
+#define KV_QK_HEADS 3       /* query heads per decode-attention score step (accumulators: 12 of the 16 registers) */
 #define QVT_F32 2
 
 #include "ops_simd.h"

@@ -80,23 +80,6 @@ TGT INLINE float vf_tree_sum(VF v) {
     q = _mm_add_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
 }
-/* vf_tree_sum of 16 vectors at once: lane j of the result is vf_tree_sum(a[j]), the same additions
- * (lane l + lane l+8, then +4, +2, +1) done for all of them together. Each level adds two shuffles of
- * a pair of vectors, so that the pair's lanes l and l+s meet; the last permute puts the keys in order
- * (after the four levels lane 4k+i holds vector 4i+k). */
-TGT INLINE VF vf_tree_sums(const VF *a) {
-    VF v[8], u[4], r[2];
-    for (int m = 0; m < 8; m++)  /* 256-bit halves: v[m] = [a[2m] lanes l+(l+8), a[2m+1] likewise] */
-        v[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x44),
-                             _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xEE));
-    for (int m = 0; m < 4; m++)  /* 128-bit quarters: u[m] quarter k = vector 4m+k's l+(l+4) */
-        u[m] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0x88),
-                             _mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0xDD));
-    for (int m = 0; m < 2; m++)  /* pairs of lanes: l+(l+2) */
-        r[m] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * m], u[2 * m + 1], 0x44), _mm512_shuffle_ps(u[2 * m], u[2 * m + 1], 0xEE));
-    VF f = _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xDD));  /* l+(l+1) */
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), f);
-}
 /* e^x as ops_exp1_ref: the reduction and polynomial are the same operations; er·2^n is one vscalefps
  * (the reference's two exact scalings give the same single rounding). x ≤ 88 (n ≤ 127) for vf_exp_lo,
  * which skips the overflow handling (softmax arguments are ≤ 0). */
@@ -211,9 +194,7 @@ TGT INLINE VI dot4_pv(VI acc, VI a, VI b) { return dpbusd(acc, a, b); }
 #define KV_ND 4            /* value vectors per decode-attention tile (ops_attn_kv_f16) */
 #define KV_HEADS 5         /* query heads per decode-attention tile (<= 6; KV_HEADS·KV_ND + KV_ND + 1 registers) */
 #define KV_KBLOCK 32        /* keys per decode-attention P·V block */
-#define KV_QK_KEYS 2        /* keys per decode-attention score step (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators) */
-#define KV_QK_CB 2          /* of the NACC partial-sum vectors, taken this many at a time */
-#define KV_Q_IN_REGS 1      /* scores through kv_scores_qregs when head_dim is 32, 64, 96 or 128 */
+#define KV_QK_HEADS 6       /* query heads per decode-attention score step (accumulators: 24 of the 32 registers) */
 #define QVT_F32 2
 
 #include "ops_simd.h"

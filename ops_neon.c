@@ -72,12 +72,6 @@ INLINE float vf_tree_sum(VF v) {  /* lanes k += k + 2, then lane 0 + lane 1 */
     float32x2_t s = vadd_f32(vget_low_f32(v), vget_high_f32(v));
     return vget_lane_f32(s, 0) + vget_lane_f32(s, 1);
 }
-/* vf_tree_sum of 4 vectors at once: lane j of the result is vf_tree_sum(a[j]). */
-INLINE VF vf_tree_sums(const VF *a) {
-    VF v0 = vaddq_f32(vcombine_f32(vget_low_f32(a[0]), vget_low_f32(a[1])), vcombine_f32(vget_high_f32(a[0]), vget_high_f32(a[1])));
-    VF v1 = vaddq_f32(vcombine_f32(vget_low_f32(a[2]), vget_low_f32(a[3])), vcombine_f32(vget_high_f32(a[2]), vget_high_f32(a[3])));
-    return vpaddq_f32(v0, v1);  /* lanes 0+1 of each */
-}
 
 /* e^x as ops_exp1_ref: er and t (whose low mantissa bits hold n) */
 INLINE VF exp_er(VF xc, VF *t_out) {
@@ -206,9 +200,7 @@ INLINE VI dot4_pv(VI acc, VI a, VI b) { return dot4(acc, a, b); }
 #define KV_ND 4            /* value vectors per decode-attention tile (ops_attn_kv_f16) */
 #define KV_HEADS 5         /* query heads per decode-attention tile (<= 6; KV_HEADS·KV_ND + KV_ND + 1 registers) */
 #define KV_KBLOCK 32        /* keys per decode-attention P·V block */
-#define KV_QK_KEYS 2        /* keys per decode-attention score step (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators) */
-#define KV_QK_CB 2          /* of the NACC partial-sum vectors, taken this many at a time */
-#define KV_Q_IN_REGS 0      /* no kv_scores_qregs: the queries of 3 heads do not fit in the registers */
+#define KV_QK_HEADS 6       /* query heads per decode-attention score step (accumulators: 24 of the 32 registers) */
 #define QVT_F32 4
 
 #include "ops_simd.h"

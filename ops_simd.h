@@ -11,7 +11,7 @@
  *             max min abs neg select_ge0 div_or_zero (0 where the divisor is ≤ 0) rne_clamp rne hmax
  *             tree_sum (the lanes' part of the OPS_LANES tree) exp (ops_exp1_ref) exp_lo (the same for
  *             x ≤ 88) exp2 (ops_exp2_ref) exp2_le (the same for x ≤ 127) transpose (L × L) from_vi
- *             load_h (L halves converted exactly) tree_sums (L vectors → lane j = tree_sum of vector j)
+ *             load_h (L halves converted exactly)
  *     ints:   vi_zero set1 add xor load store store_n bcast4 (4 bytes to every lane) cvt (to float)
  *             hsum pack4 (4 vectors of bytes -127..127 into the 4 bytes of each lane) pack4u (0..127)
  *             store_bytes (the low byte of n lanes) from_vf
@@ -24,9 +24,8 @@
  *   ND_Q8        value dimensions per P·V tile (with QVT_Q8 query vectors)
  *   NK_F32, ND_F32, QVT_F32   the same for the f32 attention
  *   KV_ND        value vectors per tile of the decode attention (with 4 query heads)
- *   KV_HEADS     query heads per decode-attention tile; KV_QK_KEYS keys per score step and KV_QK_CB of
- *                the NACC partial-sum vectors at a time (KV_HEADS·KV_QK_KEYS·KV_QK_CB accumulators)
- *   KV_Q_IN_REGS 1: the decode attention's scores hold 3 heads' queries in registers (kv_scores_qregs)
+ *   KV_HEADS     query heads per decode-attention P·V tile
+ *   KV_QK_HEADS  query heads per decode-attention score step (OPS_KV_CHAINS·KV_QK_HEADS accumulators)
  *
  * Every function repeats its reference in ops.c step for step (ops.h, "Exactness"). */
 
@@ -644,70 +643,6 @@ TGT INLINE void FN(prefetch_row)(const uint16_t *p, int64_t n, int in_range) {
     for (int64_t b = 0; b < n * (int64_t)sizeof(uint16_t); b += 64) __builtin_prefetch((const char *)p + b, 0, 2);
 }
 
-/* The scores of KV_QK_KEYS keys (rows k[key], halves converted as they are loaded) for the heads
- * [g0, g0 + nh), each in the OPS_LANES partial sums of dot_lanes and folded as lanes_sum folds its NACC
- * vectors; the vector left, whose lanes vf_tree_sums finishes, goes to part[h][slot + key]. The
- * accumulators are taken KV_QK_CB at a time so that nh·KV_QK_CB·KV_QK_KEYS of them stay in registers;
- * each q vector loaded serves all the keys. */
-TGT INLINE void FN(kv_qk_keys)(const OpsAttnKV *a, const uint16_t *const *k, int64_t g0, const int nh, VF part[][L],
-                                int slot) {
-    const int64_t hd = a->hd, full = hd / OPS_LANES * OPS_LANES;
-    VF sums[6][KV_QK_KEYS][NACC];  /* nh <= KV_HEADS <= 6 */
-    for (int c0 = 0; c0 < NACC; c0 += KV_QK_CB) {
-        VF acc[6][KV_QK_CB][KV_QK_KEYS];
-        _Pragma("GCC unroll 8")
-        for (int h = 0; h < nh; h++)
-            _Pragma("GCC unroll 8")
-            for (int c = 0; c < KV_QK_CB; c++)
-                _Pragma("GCC unroll 8")
-                for (int key = 0; key < KV_QK_KEYS; key++) acc[h][c][key] = vf_zero();
-        for (int64_t i = 0; i < full; i += OPS_LANES)
-            _Pragma("GCC unroll 8")
-            for (int c = 0; c < KV_QK_CB; c++) {
-                const int64_t off = i + (c0 + c) * L;
-                VF kv[KV_QK_KEYS];
-                _Pragma("GCC unroll 8")
-                for (int key = 0; key < KV_QK_KEYS; key++) kv[key] = vf_load_h(k[key] + off);
-                _Pragma("GCC unroll 8")
-                for (int h = 0; h < nh; h++) {
-                    VF qv = vf_load(a->q + (g0 + h) * hd + off);
-                    _Pragma("GCC unroll 8")
-                    for (int key = 0; key < KV_QK_KEYS; key++) acc[h][c][key] = vf_fma(qv, kv[key], acc[h][c][key]);
-                }
-            }
-        _Pragma("GCC unroll 8")
-        for (int c = 0; c < KV_QK_CB; c++) {  /* the last, partial round: zeros past hd add nothing */
-            const int64_t off = full + (c0 + c) * L, left = hd - off;
-            if (left <= 0) continue;
-            const int m = left >= L ? L : (int)left;
-            VF kv[KV_QK_KEYS];
-            _Pragma("GCC unroll 8")
-            for (int key = 0; key < KV_QK_KEYS; key++) kv[key] = m == L ? vf_load_h(k[key] + off) : FN(load_h_n)(k[key] + off, m);
-            _Pragma("GCC unroll 8")
-            for (int h = 0; h < nh; h++) {
-                VF qv = vf_load_n(a->q + (g0 + h) * hd + off, m);
-                _Pragma("GCC unroll 8")
-                for (int key = 0; key < KV_QK_KEYS; key++) acc[h][c][key] = vf_fma(qv, kv[key], acc[h][c][key]);
-            }
-        }
-        _Pragma("GCC unroll 8")
-        for (int h = 0; h < nh; h++)
-            _Pragma("GCC unroll 8")
-            for (int c = 0; c < KV_QK_CB; c++)
-                _Pragma("GCC unroll 8")
-                for (int key = 0; key < KV_QK_KEYS; key++) sums[h][key][c0 + c] = acc[h][c][key];
-    }
-    _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++)
-        _Pragma("GCC unroll 8")
-        for (int key = 0; key < KV_QK_KEYS; key++) {
-            VF *v = sums[h][key];
-            for (int s = NACC / 2; s >= 1; s >>= 1)  /* lanes_sum's first levels */
-                for (int c = 0; c < s; c++) v[c] = vf_add(v[c], v[c + s]);
-            part[h][slot + key] = v[0];
-        }
-}
-
 /* The work buffer holds the scores (then the probabilities) interleaved by blocks of L keys: key j of
  * head g at kv_score_index(j, g). One pass then writes, and the next reads, a single ascending stream
  * instead of `group` streams n floats apart, which kept the cache rows' stream from memory from
@@ -716,111 +651,61 @@ TGT INLINE int64_t FN(kv_score_index)(const OpsAttnKV *a, int64_t j, int64_t g) 
     return j / L * L * a->group + g * L + j % L;
 }
 
-/* The scores of keys [j0, j0 + L) (those below n) for the heads [g0, g0 + nh) from each key's folded
- * partial sums part[h][key]: the last levels of the tree for L keys at once (vf_tree_sums). */
-TGT INLINE void FN(kv_store_scores)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh,
-                                     VF part[][L]) {
+/* The scores of the L keys [j0, j0 + L) (j0 a multiple of L: one block of OPS_KV_KEYS holds
+ * OPS_KV_KEYS / L such groups) for the heads [g0, g0 + nh), those below n stored: for each dimension d
+ * the block's vector of that dimension of the L keys, multiplied into chain d % OPS_KV_CHAINS of every
+ * head with q[h][d] broadcast — the reference's chains, each key in its own lane — then the chains
+ * added as the reference adds them. Keys past n (inside the last block) are computed and not stored.
+ * `prefetch`: ask for the block KV_PREFETCH keys ahead, two lines per OPS_KV_CHAINS dimensions, spread
+ * over the dimension loop so that the requests do not come in one burst. */
+TGT INLINE void FN(kv_scores_keys)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh, int prefetch) {
+    const int64_t hd = a->hd;
+    const uint16_t *k = a->k + ops_kv_key_index(j0, 0, hd);  /* dimension d of the L keys: k + d·OPS_KV_KEYS */
+    const uint16_t *ahead = prefetch ? a->k + ops_kv_key_index(j0 + KV_PREFETCH, 0, hd) : k;
+    const float *q = a->q + g0 * hd;
+    VF acc[6][OPS_KV_CHAINS];  /* nh <= KV_QK_HEADS <= 6 */
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < nh; h++)
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < OPS_KV_CHAINS; c++) acc[h][c] = vf_zero();
+    int64_t d = 0;
+    for (; d + OPS_KV_CHAINS <= hd; d += OPS_KV_CHAINS) {
+        if (prefetch) __builtin_prefetch(ahead + d * OPS_KV_KEYS, 0, 2);  /* 4 dimensions of 16 keys = 128 bytes */
+        if (prefetch) __builtin_prefetch(ahead + d * OPS_KV_KEYS + 32, 0, 2);
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < OPS_KV_CHAINS; c++) {
+            VF kv = vf_load_h(k + (d + c) * OPS_KV_KEYS);
+            _Pragma("GCC unroll 8")
+            for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_set1(q[h * hd + d + c]), kv, acc[h][c]);
+        }
+    }
+    for (int c = 0; d < hd; d++, c++) {  /* hd % OPS_KV_CHAINS dimensions left: chains 0.. */
+        VF kv = vf_load_h(k + d * OPS_KV_KEYS);
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_set1(q[h * hd + d]), kv, acc[h][c]);
+    }
     const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
     _Pragma("GCC unroll 8")
     for (int h = 0; h < nh; h++) {
-        VF t = vf_tree_sums(part[h]);
+        VF t = vf_add(vf_add(acc[h][0], acc[h][1]), vf_add(acc[h][2], acc[h][3]));
         float *dst = s + FN(kv_score_index)(a, j0, g0 + h);
         if (nk == L) vf_store(dst, t);
         else vf_store_n(dst, t, nk);
     }
 }
 
-/* s[g0 + h][j0 .. j0 + L) for the heads [g0, g0 + nh): the keys' folded partial sums, then
- * kv_store_scores (one transposed tree for L keys instead of one reduction per key and head).
- * Keys past n repeat key n - 1 and are not stored. */
-TGT INLINE void FN(kv_scores_block)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh) {
-    VF part[6][L];  /* nh <= KV_HEADS <= 6 */
-    for (int jj = 0; jj < L; jj += KV_QK_KEYS) {
-        const uint16_t *k[KV_QK_KEYS];
-        for (int key = 0; key < KV_QK_KEYS; key++) {
-            int64_t j = j0 + jj + key;
-            k[key] = a->k + (j < a->n ? j : a->n - 1) * a->ld;
-            if (g0 == 0) FN(prefetch_row)(a->k + (j + KV_PREFETCH) * a->ld, a->hd, j + KV_PREFETCH < a->n);
-        }
-        FN(kv_qk_keys)(a, k, g0, nh, part, jj);
-    }
-    FN(kv_store_scores)(a, s, j0, g0, nh, part);
-}
-
-/* kv_scores_block for nh <= 3 heads when hd = NI·OPS_LANES (NI <= 4), with the heads' queries held
- * in registers (nh·NI·NACC <= 24 of AVX-512's 32): one key at a time, each of its vectors converted
- * once and multiplied into the partial sums of all nh heads — the chains of kv_qk_keys (partial vector
- * c of dimension block i, i ascending) without a load of q per multiply-add. Only for families that
- * set KV_Q_IN_REGS. Measured (Zen 4, 2048 keys, group 5): 2 passes of 3 + 2 heads, compute
- * 133 → 121 cycles per key cache-resident, 7.01 → 6.24 ms per token from DRAM on 2 threads. */
-TGT INLINE void FN(kv_scores_qregs)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh, const int NI) {
-    VF q[3][4][NACC];
-    _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++)
-        _Pragma("GCC unroll 8")
-        for (int i = 0; i < NI; i++)
-            _Pragma("GCC unroll 8")
-            for (int c = 0; c < NACC; c++) q[h][i][c] = vf_load(a->q + (g0 + h) * a->hd + i * OPS_LANES + c * L);
-    VF part[3][L];
-    for (int jj = 0; jj < L; jj++) {
-        int64_t j = j0 + jj;
-        const uint16_t *k = a->k + (j < a->n ? j : a->n - 1) * a->ld;
-        if (g0 == 0) FN(prefetch_row)(a->k + (j + KV_PREFETCH) * a->ld, NI * OPS_LANES, j + KV_PREFETCH < a->n);
-        VF acc[3][NACC];
-        _Pragma("GCC unroll 8")
-        for (int h = 0; h < nh; h++)
-            _Pragma("GCC unroll 8")
-            for (int c = 0; c < NACC; c++) acc[h][c] = vf_zero();
-        _Pragma("GCC unroll 8")
-        for (int i = 0; i < NI; i++)
-            _Pragma("GCC unroll 8")
-            for (int c = 0; c < NACC; c++) {
-                VF kv = vf_load_h(k + i * OPS_LANES + c * L);
-                _Pragma("GCC unroll 8")
-                for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(q[h][i][c], kv, acc[h][c]);
-            }
-        _Pragma("GCC unroll 8")
-        for (int h = 0; h < nh; h++) {
-            for (int w = NACC / 2; w >= 1; w >>= 1)  /* lanes_sum's first levels */
-                for (int c = 0; c < w; c++) acc[h][c] = vf_add(acc[h][c], acc[h][c + w]);
-            part[h][jj] = acc[h][0];
-        }
-    }
-    FN(kv_store_scores)(a, s, j0, g0, nh, part);
-}
-
-/* The scores of keys [j0, j0 + L) for every head: kv_scores_qregs when the family and hd allow it,
- * else kv_scores_block, KV_HEADS heads at a time. */
+/* The scores of keys [j0, j0 + L) for every head, KV_QK_HEADS heads at a time. */
 TGT INLINE void FN(kv_scores)(const OpsAttnKV *a, float *s, int64_t j0) {
-    const int64_t ni = a->hd / OPS_LANES;
-    if (KV_Q_IN_REGS && a->hd % OPS_LANES == 0 && ni >= 1 && ni <= 4) {
-        for (int64_t g0 = 0; g0 < a->group; g0 += 3) {
-            const int nh = a->group - g0 < 3 ? (int)(a->group - g0) : 3;
-            switch (nh * 4 + (int)ni) {  /* the loops unrolled for each (heads, blocks) */
-            case 1 * 4 + 1: FN(kv_scores_qregs)(a, s, j0, g0, 1, 1); break;
-            case 1 * 4 + 2: FN(kv_scores_qregs)(a, s, j0, g0, 1, 2); break;
-            case 1 * 4 + 3: FN(kv_scores_qregs)(a, s, j0, g0, 1, 3); break;
-            case 1 * 4 + 4: FN(kv_scores_qregs)(a, s, j0, g0, 1, 4); break;
-            case 2 * 4 + 1: FN(kv_scores_qregs)(a, s, j0, g0, 2, 1); break;
-            case 2 * 4 + 2: FN(kv_scores_qregs)(a, s, j0, g0, 2, 2); break;
-            case 2 * 4 + 3: FN(kv_scores_qregs)(a, s, j0, g0, 2, 3); break;
-            case 2 * 4 + 4: FN(kv_scores_qregs)(a, s, j0, g0, 2, 4); break;
-            case 3 * 4 + 1: FN(kv_scores_qregs)(a, s, j0, g0, 3, 1); break;
-            case 3 * 4 + 2: FN(kv_scores_qregs)(a, s, j0, g0, 3, 2); break;
-            case 3 * 4 + 3: FN(kv_scores_qregs)(a, s, j0, g0, 3, 3); break;
-            default: FN(kv_scores_qregs)(a, s, j0, g0, 3, 4); break;
-            }
-        }
-        return;
-    }
-    for (int64_t g0 = 0; g0 < a->group; g0 += KV_HEADS) {
-        switch (a->group - g0 < KV_HEADS ? a->group - g0 : KV_HEADS) {  /* KV_HEADS <= 6 */
-        case 1: FN(kv_scores_block)(a, s, j0, g0, 1); break;
-        case 2: FN(kv_scores_block)(a, s, j0, g0, 2); break;
-        case 3: FN(kv_scores_block)(a, s, j0, g0, 3); break;
-        case 4: FN(kv_scores_block)(a, s, j0, g0, 4); break;
-        case 5: FN(kv_scores_block)(a, s, j0, g0, 5); break;
-        default: FN(kv_scores_block)(a, s, j0, g0, 6); break;
+    const int prefetch = j0 % OPS_KV_KEYS == 0 && j0 + KV_PREFETCH < a->n;  /* once per block */
+    for (int64_t g0 = 0; g0 < a->group; g0 += KV_QK_HEADS) {
+        const int pf = prefetch && g0 == 0;
+        switch (a->group - g0 < KV_QK_HEADS ? a->group - g0 : KV_QK_HEADS) {  /* KV_QK_HEADS <= 6 */
+        case 1: FN(kv_scores_keys)(a, s, j0, g0, 1, pf); break;
+        case 2: FN(kv_scores_keys)(a, s, j0, g0, 2, pf); break;
+        case 3: FN(kv_scores_keys)(a, s, j0, g0, 3, pf); break;
+        case 4: FN(kv_scores_keys)(a, s, j0, g0, 4, pf); break;
+        case 5: FN(kv_scores_keys)(a, s, j0, g0, 5, pf); break;
+        default: FN(kv_scores_keys)(a, s, j0, g0, 6, pf); break;
         }
     }
 }
