@@ -389,6 +389,8 @@ int64_t ops_attn_kv_work_bytes(int64_t n, int64_t group, int64_t hd) {
     return group * ((n + OPS_LANES - 1) / OPS_LANES * OPS_LANES) * (int64_t)sizeof(float);
 }
 
+_Static_assert(OPS_KV_CHAINS == 4, "the decode-attention score adds its chains as (p0 + p1) + (p2 + p3)");
+
 void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {
     float *s = work;
     const int64_t n = a->n, hd = a->hd;

@@ -656,7 +656,7 @@ TGT INLINE int64_t FN(kv_score_index)(const OpsAttnKV *a, int64_t j, int64_t g) 
  * the block's vector of that dimension of the L keys, multiplied into chain d % OPS_KV_CHAINS of every
  * head with q[h][d] broadcast — the reference's chains, each key in its own lane — then the chains
  * added as the reference adds them. Keys past n (inside the last block) are computed and not stored.
- * `prefetch`: ask for the block KV_PREFETCH keys ahead, two lines per OPS_KV_CHAINS dimensions, spread
+ * `prefetch`: ask for the block KV_PREFETCH keys ahead, OPS_KV_CHAINS dimensions at a time, spread
  * over the dimension loop so that the requests do not come in one burst. */
 TGT INLINE void FN(kv_scores_keys)(const OpsAttnKV *a, float *s, int64_t j0, int64_t g0, const int nh, int prefetch) {
     const int64_t hd = a->hd;
@@ -670,8 +670,7 @@ TGT INLINE void FN(kv_scores_keys)(const OpsAttnKV *a, float *s, int64_t j0, int
         for (int c = 0; c < OPS_KV_CHAINS; c++) acc[h][c] = vf_zero();
     int64_t d = 0;
     for (; d + OPS_KV_CHAINS <= hd; d += OPS_KV_CHAINS) {
-        if (prefetch) __builtin_prefetch(ahead + d * OPS_KV_KEYS, 0, 2);  /* 4 dimensions of 16 keys = 128 bytes */
-        if (prefetch) __builtin_prefetch(ahead + d * OPS_KV_KEYS + 32, 0, 2);
+        FN(prefetch_row)(ahead + d * OPS_KV_KEYS, OPS_KV_CHAINS * OPS_KV_KEYS, prefetch);  /* these dimensions' 128 bytes */
         _Pragma("GCC unroll 8")
         for (int c = 0; c < OPS_KV_CHAINS; c++) {
             VF kv = vf_load_h(k + (d + c) * OPS_KV_KEYS);

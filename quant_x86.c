@@ -589,10 +589,11 @@ TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *
  * starts every page with a miss and restarts the prefetcher there. Once per page of the stream,
  * the repacked GEMV asks for the first GEMV_PAGE_LINES lines of the page GEMV_PAGE_AHEAD bytes
  * ahead: the prefetcher, trained on them, fetches the rest of that page before the GEMV gets there.
- * Measured in the decode (Zen 4, 2 threads, bluelm-v-3b at 2000 tokens of context, variants
- * interleaved in one process): the GEMVs 41.1-41.8 -> 39.7-40.7 ms per token when the memory read
- * ~35 GB/s (98-99% of it), and ~36 -> ~28-31 ms when it read 50-54 GB/s; 16-32 KiB ahead and 2-8
- * lines all did about as well. Prefetching every line 1-4 KiB ahead instead did not help. */
+ * Measured in the decode (Zen 4, 2 threads, bluelm-v-3b at 2000 tokens of context, with and
+ * without it alternating token by token in one process): the GEMVs 44.0 -> 42.9 ms per token
+ * (x0.96) when the memory read ~33 GB/s; 16-32 KiB ahead and 2-8 lines all did about as well, whole
+ * pages were much worse (x1.27), and prefetching every line 0.5-4 KiB ahead did not help. When the
+ * memory read ~50-58 GB/s no gain could be told from the noise. */
 enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
 
 TARGET_AVX512 INLINE void prefetch_page_ahead(const void *p, size_t step) {
