@@ -201,6 +201,14 @@ static int bind_weights(Llm *m, const GgufFile *f, BlvError *err) {
 
 /* ---- state -------------------------------------------------------------------------------------- */
 
+/* One thread's attention work area: the scores of a group (ops_attn_kv_*_work_bytes; the F32 cache's
+ * loops use group rows of n_ctx floats, no more than that), and for a Q8_0 cache then the group's
+ * query heads quantized (hd / 32 blocks of 34 bytes each). */
+static int64_t att_work_bytes(int kv_type, int64_t n_ctx, int64_t group, int64_t hd) {
+    if (kv_type != TYPE_Q8_0) return (ops_attn_kv_work_bytes(n_ctx, group, hd) + 63) / 64 * 64;
+    return (ops_attn_kv_q8_work_bytes(n_ctx, group, hd) + 63) / 64 * 64 + (group * (hd / QK) * 34 + 63) / 64 * 64;
+}
+
 static int alloc_state(Llm *m, BlvError *err) {
     const LlmConfig *c = &m->config;
     LlmState *s = &m->state;
@@ -208,7 +216,7 @@ static int alloc_state(Llm *m, BlvError *err) {
     int nth = threadpool_size(m->pool);
     size_t fl = sizeof(float);
     s->att_group = c->n_heads / c->n_kv_heads;
-    s->att_work_bytes = (ops_attn_kv_work_bytes(m->n_ctx, s->att_group, c->head_dim) + 63) / 64 * 64;
+    s->att_work_bytes = att_work_bytes(m->kv_type, m->n_ctx, s->att_group, c->head_dim);
     if (!(s->x = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
         !(s->xb = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
         !(s->xb2 = blv_malloc((size_t)(T * c->dim) * fl, "activations", err)) ||
@@ -247,10 +255,6 @@ static int alloc_state(Llm *m, BlvError *err) {
     size_t cache_bytes = (size_t)(c->n_layers * c->n_kv_heads * s->kv_positions * s->kv_head_row_bytes);
     if (!(s->key_cache = blv_calloc(1, cache_bytes, "key cache", err)) ||
         !(s->value_cache = blv_calloc(1, cache_bytes, "value cache", err)))
-        return -1;
-    if (m->kv_type == TYPE_Q8_0 &&
-        (!(s->key_f32 = blv_malloc((size_t)(s->kv_positions * kv_dim) * fl, "key staging", err)) ||
-         !(s->value_f32 = blv_malloc((size_t)(s->kv_positions * kv_dim) * fl, "value staging", err))))
         return -1;
 
     /* RoPE angles, computed in float as llama2.c and transformers do:
@@ -321,7 +325,7 @@ void llm_free(Llm *m) {
     free(w->output_norm);
     LlmState *s = &m->state;
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att_scores, s->hb, s->hb2,
-                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache, s->key_f32, s->value_f32};
+                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     threadpool_free(m->pool);
     memset(m, 0, sizeof *m);
@@ -414,10 +418,10 @@ static void matmul_m(Llm *m, float *out, const Matrix *w, const float *x, int64_
 
 /* The cache is laid out (layer, kv_head, position, head_dim): the rows one KV head's attention reads
  * are one contiguous stream (the hardware prefetcher follows it; position-major rows would be
- * head_dim-sized pieces a whole KV row apart). An F16 key cache holds each head's positions in
- * blocks of OPS_KV_KEYS, dimension-major inside a block (ops.h, ops_kv_key_index), so that the
- * decode attention's scores keep one key per vector lane; the row of `pos` is then the start of
- * its block when pos is a multiple of OPS_KV_KEYS (the only use made of it). */
+ * head_dim-sized pieces a whole KV row apart). An F16 or Q8_0 key cache holds each head's positions
+ * in blocks of OPS_KV_KEYS, dimension-major inside a block (ops.h: ops_kv_key_index, ops_kv_q8_*),
+ * so that the decode attention's scores keep one key per vector lane; the row of `pos` is then the
+ * start of its block when pos is a multiple of OPS_KV_KEYS (the only use made of it). */
 uint8_t *llm_kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos) {
     return (uint8_t *)cache +
            (size_t)(((layer * m->config.n_kv_heads + kv_head) * m->state.kv_positions + pos) * m->state.kv_head_row_bytes);
@@ -429,6 +433,14 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
         if (m->kv_type == TYPE_F16) {  /* into its block: dimension d of the key at ops_kv_key_index */
             uint16_t *keys = (uint16_t *)llm_kv_head_row(m, m->state.key_cache, layer, h, 0);
             for (int64_t d = 0; d < hd; d++) keys[ops_kv_key_index(pos, d, hd)] = fp32_to_fp16(k[h * hd + d]);
+        } else if (m->kv_type == TYPE_Q8_0) {  /* quantized as a row, each block's scale and codes into place */
+            uint8_t *keys = llm_kv_head_row(m, m->state.key_cache, layer, h, 0);
+            for (int64_t b = 0; b < hd / QK; b++) {
+                BlockQ8_0 blk;
+                quantize_row(TYPE_Q8_0, k + h * hd + b * QK, &blk, QK);
+                memcpy(keys + ops_kv_q8_scale_offset(pos, b, hd), &blk.d, sizeof blk.d);
+                for (int i = 0; i < QK; i++) keys[ops_kv_q8_code_offset(pos, b * QK + i, hd)] = (uint8_t)blk.qs[i];
+            }
         } else {
             quantize_row(m->kv_type, k + h * hd, llm_kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
         }
@@ -440,41 +452,48 @@ static void kv_store(Llm *m, int64_t layer, int64_t pos, const float *k, const f
 
 /* Work is shared out in units of (token, KV head): the n_heads / n_kv_heads query heads that read
  * one KV head (repeat_kv) go together, so each cached K and V row is fetched from memory once per
- * token and then served from L1 to the whole group. An F16 cache (the default) is read as it is
- * stored by ops_attn_kv_f16; a Q8_0 cache is converted to f32 once per chunk (stage_task) and, like
- * an F32 cache, goes through the plain loops of attention_group. */
+ * token and then served from L1 to the whole group. An F16 cache (the default) and a Q8_0 cache are
+ * read as they are stored, by the vector kernels of ops.h (ops_attn_kv_f16, ops_attn_kv_q8: the
+ * query heads quantized to Q8_0 first, as llama.cpp scores a Q8_0 cache); an F32 cache goes through
+ * the plain loops of attention_group. */
 typedef struct {
     Llm *m;
     int64_t layer, T, pos0;
-    const void *keys, *values;    /* (n_kv_heads, kv_positions, head_dim) this layer's cache: f32, or f16 if is_f16 */
-    int is_f16;
+    const void *keys, *values;    /* this layer's cache (llm_kv_head_row of KV head 0, position 0) */
 } AttentionTask;
 
-/* Key or value `s` of KV head kv_head in the task's layer. */
-static const void *task_row(const AttentionTask *a, const void *base, int64_t s, int64_t kv_head) {
-    int64_t hd = a->m->config.head_dim;
-    size_t elem = a->is_f16 ? sizeof(uint16_t) : sizeof(float);
-    return (const uint8_t *)base + (size_t)((kv_head * a->m->state.kv_positions + s) * hd) * elem;
+/* KV head kv_head's keys or values in the task's layer (base: a->keys or a->values), from position 0. */
+static const void *task_head(const AttentionTask *a, const void *base, int64_t kv_head) {
+    return (const uint8_t *)base + (size_t)(kv_head * a->m->state.kv_positions * a->m->state.kv_head_row_bytes);
 }
 
 /* The query heads [h0, h0 + group) of token t, all reading KV head kv_head, over positions 0..pos
  * (causal):  attn_weights = softmax(query @ key.T * scaling + causal_mask); attn_output = attn_weights @ value
- * scores: group rows of n_ctx floats; vrow: head_dim floats. */
-static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, float *scores) {
+ * work: this thread's area (att_work_bytes). */
+static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, void *work) {
     Llm *m = a->m;
     const LlmConfig *c = &m->config;
     int64_t hd = c->head_dim, group = c->n_heads / c->n_kv_heads, pos = a->pos0 + t, h0 = kv_head * group;
     const float *q = m->state.q + (t * c->n_heads + h0) * hd;
     float *out = m->state.att_out + (t * c->n_heads + h0) * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    if (a->is_f16) {  /* the vector kernel of ops.h (the same steps, with fused multiply-adds) */
-        OpsAttnKV kv = {q, task_row(a, a->keys, 0, kv_head), task_row(a, a->values, 0, kv_head), out, pos + 1,
-                        hd, hd, group, scale};
-        ops_attn_kv_f16(&kv, scores);
+    const uint8_t *keys = task_head(a, a->keys, kv_head), *values = task_head(a, a->values, kv_head);
+    if (m->kv_type == TYPE_F16) {  /* the vector kernel of ops.h (the same steps, with fused multiply-adds) */
+        OpsAttnKV kv = {q, (const uint16_t *)keys, (const uint16_t *)values, out, pos + 1, hd, hd, group, scale};
+        ops_attn_kv_f16(&kv, work);
         return;
     }
+    if (m->kv_type == TYPE_Q8_0) {  /* the query heads quantized after the scores' area */
+        uint8_t *qq = (uint8_t *)work + (ops_attn_kv_q8_work_bytes(m->n_ctx, group, hd) + 63) / 64 * 64;
+        for (int64_t g = 0; g < group; g++) quantize_row(TYPE_Q8_0, q + g * hd, qq + g * (hd / QK) * 34, hd);
+        OpsAttnKVQ8 kv = {qq, keys, values, out, pos + 1, hd, m->state.kv_head_row_bytes, group, scale};
+        ops_attn_kv_q8(&kv, work);
+        return;
+    }
+    float *scores = work;  /* group rows of n_ctx */
+    const float *kf = (const float *)keys, *vf = (const float *)values;
     for (int64_t s = 0; s <= pos; s++) {
-        const float *k = task_row(a, a->keys, s, kv_head);
+        const float *k = kf + s * hd;
         for (int64_t g = 0; g < group; g++) scores[g * m->n_ctx + s] = vec_dot_f32_f32(hd, k, q + g * hd) * scale;
     }
     float sums[64];  /* group <= 64: checked at load */
@@ -490,7 +509,7 @@ static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, 
     }
     memset(out, 0, (size_t)(group * hd) * sizeof(float));
     for (int64_t s = 0; s <= pos; s++) {
-        const float *v = task_row(a, a->values, s, kv_head);
+        const float *v = vf + s * hd;
         for (int64_t g = 0; g < group; g++) {
             float w = scores[g * m->n_ctx + s] / sums[g];
             float *o = out + g * hd;
@@ -504,40 +523,13 @@ static void attention_task(void *ctx, int ith, int nth) {
     Llm *m = a->m;
     int64_t n_kv_heads = m->config.n_kv_heads, start, end;
     split_range(a->T * n_kv_heads, ith, nth, 1, &start, &end);
-    float *scores = (float *)((uint8_t *)m->state.att_scores + (size_t)ith * (size_t)m->state.att_work_bytes);
-    for (int64_t u = start; u < end; u++) attention_group(a, u / n_kv_heads, u % n_kv_heads, scores);
-}
-
-/* Converts rows [0, n) of one layer's Q8_0 cache to f32 once per chunk, so that every query and
- * every head reads plain floats (instead of converting a row per use). */
-typedef struct {
-    Llm *m;
-    int64_t layer, n;
-} StageTask;
-
-static void stage_task(void *ctx, int ith, int nth) {
-    StageTask *st = ctx;
-    Llm *m = st->m;
-    int64_t hd = m->config.head_dim, n_kv_heads = m->config.n_kv_heads, start, end;
-    split_range(n_kv_heads * st->n, ith, nth, 1, &start, &end);
-    for (int64_t u = start; u < end; u++) {
-        int64_t h = u / st->n, r = u % st->n;
-        float *kd = m->state.key_f32 + (h * m->state.kv_positions + r) * hd;
-        float *vd = m->state.value_f32 + (h * m->state.kv_positions + r) * hd;
-        dequantize_row(m->kv_type, llm_kv_head_row(m, m->state.key_cache, st->layer, h, r), kd, hd);
-        dequantize_row(m->kv_type, llm_kv_head_row(m, m->state.value_cache, st->layer, h, r), vd, hd);
-    }
+    void *work = (uint8_t *)m->state.att_scores + (size_t)ith * (size_t)m->state.att_work_bytes;
+    for (int64_t u = start; u < end; u++) attention_group(a, u / n_kv_heads, u % n_kv_heads, work);
 }
 
 static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
     AttentionTask task = {m, layer, T, pos0, llm_kv_head_row(m, m->state.key_cache, layer, 0, 0),
-                          llm_kv_head_row(m, m->state.value_cache, layer, 0, 0), m->kv_type == TYPE_F16};
-    if (m->kv_type == TYPE_Q8_0) {
-        StageTask st = {m, layer, pos0 + T};
-        threadpool_run(m->pool, stage_task, &st);
-        task.keys = m->state.key_f32;
-        task.values = m->state.value_f32;
-    }
+                          llm_kv_head_row(m, m->state.value_cache, layer, 0, 0)};
     threadpool_run(m->pool, attention_task, &task);
 }
 

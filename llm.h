@@ -83,8 +83,8 @@ typedef struct {
     float *k;               /* (chunk, n_kv_heads * head_dim) */
     float *v;               /* (chunk, n_kv_heads * head_dim) */
     float *att_out;         /* (chunk, n_heads * head_dim) */
-    float *att_scores;      /* n_threads work areas of att_work_bytes: a group's scores (att_group * n_ctx)
-                               and a converted row (ops_attn_kv_work_bytes) */
+    void *att_scores;       /* n_threads work areas of att_work_bytes: a group's scores (att_group * n_ctx,
+                               ops_attn_kv_*_work_bytes), then with a Q8_0 cache the group's query quantized */
     int64_t att_group;      /* n_heads / n_kv_heads: query heads per KV head */
     int64_t att_work_bytes;
     float *hb;              /* (chunk, ffn_dim) gate, then SiLU(gate) * up */
@@ -93,9 +93,7 @@ typedef struct {
     float *rope_sin;        /* (n_ctx, rope_dim / 2) */
     void *scratch;          /* quantized activations for matmul */
     int64_t scratch_bytes;
-    float *key_f32;         /* (n_kv_heads, kv_positions, head_dim) one layer's Q8_0 keys as f32 (else NULL) */
-    float *value_f32;       /* (n_kv_heads, kv_positions, head_dim) one layer's values as f32 (idem) */
-    void *key_cache;        /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type; F16: in key blocks (llm_kv_head_row) */
+    void *key_cache;        /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type; F16, Q8_0: keys in blocks (llm_kv_head_row) */
     void *value_cache;      /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type */
     int64_t kv_positions;   /* positions per KV head in the caches: n_ctx rounded up to whole key blocks */
     int64_t kv_row_bytes;       /* one position's keys (all KV heads) */

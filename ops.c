@@ -414,6 +414,51 @@ void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {
     }
 }
 
+/* ---- decode attention over a Q8_0 cache ----------------------------------------------------------- */
+
+/* The scores, then per (head, 32-dimension block) the query's scale and code sum (the vector kernels'
+ * prologue: the sums correct an unsigned-operand dot product, ops_simd.h). */
+int64_t ops_attn_kv_q8_work_bytes(int64_t n, int64_t group, int64_t hd) {
+    int64_t scores = (ops_attn_kv_work_bytes(n, group, hd) + 63) / 64 * 64;
+    return scores + group * (hd / 32) * (int64_t)(sizeof(float) + sizeof(int32_t));
+}
+
+static float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return fp16_to_fp32(h);
+}
+
+void ops_attn_kv_q8_ref(const OpsAttnKVQ8 *a, void *work) {
+    float *s = work;
+    const int64_t n = a->n, hd = a->hd, nb = hd / 32;
+    for (int64_t g = 0; g < a->group; g++) {
+        const uint8_t *q = a->q + g * nb * 34;  /* Q8_0 blocks: f16 scale, 32 codes */
+        for (int64_t j = 0; j < n; j++) {
+            float sum = 0.0f;  /* vec_dot_q8_0_q8_0_ref with x = the key, y = the query */
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t isum = 0;
+                for (int64_t i = 0; i < 32; i++)
+                    isum += (int8_t)a->k[ops_kv_q8_code_offset(j, b * 32 + i, hd)] * (int8_t)q[b * 34 + 2 + i];
+                sum += (float)isum * f16_at(a->k + ops_kv_q8_scale_offset(j, b, hd)) * f16_at(q + b * 34);
+            }
+            s[g * n + j] = sum;
+        }
+    }
+    for (int64_t g = 0; g < a->group; g++) {
+        float *p = s + g * n;
+        float inv = 1.0f / ops_softmax_row_ref(p, p, n, a->scale);
+        for (int64_t d = 0; d < hd; d++) {
+            float o = 0.0f;
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *blk = a->v + j * a->ld + d / 32 * 34;
+                o = fmaf(p[j], (float)(int8_t)blk[2 + d % 32] * f16_at(blk), o);
+            }
+            a->out[g * hd + d] = o * inv;
+        }
+    }
+}
+
 /* ---- dispatch ---------------------------------------------------------------------------------- */
 
 const OpsKernels ops_kernels_ref = {
@@ -432,6 +477,7 @@ const OpsKernels ops_kernels_ref = {
     .attn_head_f32 = ops_attn_head_f32_ref,
     .attn_head_q8 = ops_attn_head_q8_ref,
     .attn_kv_f16 = ops_attn_kv_f16_ref,
+    .attn_kv_q8 = ops_attn_kv_q8_ref,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -514,4 +560,8 @@ void ops_attn_head_f32(const OpsAttn *a, void *work) { K()->attn_head_f32(a, wor
 void ops_attn_head_q8(const OpsAttn *a, void *work) { K()->attn_head_q8(a, work); }
 void ops_attn_kv_f16(const OpsAttnKV *a, void *work) {
     if (a->n > 0 && a->group > 0) K()->attn_kv_f16(a, work);
+}
+
+void ops_attn_kv_q8(const OpsAttnKVQ8 *a, void *work) {
+    if (a->n > 0 && a->group > 0) K()->attn_kv_q8(a, work);
 }

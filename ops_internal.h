@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "ops.h"
+#include "quant.h"  /* fp16_to_fp32 */
 
 /* exp: domain, reduction by ln 2 (ln2 = LN2_HI + LN2_LO, LN2_HI the float nearest ln 2: the FMA makes
  * x - n·LN2_HI exact before rounding), and Cephes expf's polynomial for e^r on [-ln2/2, ln2/2]:

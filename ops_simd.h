@@ -647,8 +647,8 @@ TGT INLINE void FN(prefetch_row)(const uint16_t *p, int64_t n, int in_range) {
  * head g at kv_score_index(j, g). One pass then writes, and the next reads, a single ascending stream
  * instead of `group` streams n floats apart, which kept the cache rows' stream from memory from
  * overlapping the arithmetic (the scores pass alone, 2048 keys from DRAM: 4.00 → 3.18 ms per token). */
-TGT INLINE int64_t FN(kv_score_index)(const OpsAttnKV *a, int64_t j, int64_t g) {
-    return j / L * L * a->group + g * L + j % L;
+TGT INLINE int64_t FN(kv_score_index)(int64_t group, int64_t j, int64_t g) {
+    return j / L * L * group + g * L + j % L;
 }
 
 /* The scores of the L keys [j0, j0 + L) (j0 a multiple of L: one block of OPS_KV_KEYS holds
@@ -687,7 +687,7 @@ TGT INLINE void FN(kv_scores_keys)(const OpsAttnKV *a, float *s, int64_t j0, int
     _Pragma("GCC unroll 8")
     for (int h = 0; h < nh; h++) {
         VF t = vf_add(vf_add(acc[h][0], acc[h][1]), vf_add(acc[h][2], acc[h][3]));
-        float *dst = s + FN(kv_score_index)(a, j0, g0 + h);
+        float *dst = s + FN(kv_score_index)(a->group, j0, g0 + h);
         if (nk == L) vf_store(dst, t);
         else vf_store_n(dst, t, nk);
     }
@@ -726,7 +726,7 @@ TGT INLINE void FN(kv_pv_tile)(const OpsAttnKV *a, const float *p, int64_t g0, c
         }
     const int64_t prefetch_end = prefetch ? a->n - KV_PREFETCH : 0;  /* rows with a row KV_PREFETCH ahead */
     for (int64_t jb = j0; jb < j0 + nj; jb += L) {  /* j0 is a multiple of L */
-        const float *pb = p + FN(kv_score_index)(a, jb, g0);  /* head g0 + h, key jb + jj: pb[h·L + jj] */
+        const float *pb = p + FN(kv_score_index)(a->group, jb, g0);  /* head g0 + h, key jb + jj: pb[h·L + jj] */
         const int64_t nb = j0 + nj - jb < L ? j0 + nj - jb : L;
         for (int64_t jj = 0; jj < nb; jj++) {
             const uint16_t *v = a->v + (jb + jj) * a->ld + d0;
@@ -764,13 +764,28 @@ TGT INLINE void FN(kv_pv_block)(const OpsAttnKV *a, const float *p, int64_t g0, 
     if (d0 < a->hd) FN(kv_pv_tile)(a, p, g0, nh, d0, a->hd - d0, 0, j0, nj, j0 == 0, g0 == 0);
 }
 
+/* Each head's scores (interleaved, kv_score_index) turned into probabilities in place; inv[g] = 1 / sum. */
+TGT INLINE void FN(kv_softmax)(float *s, int64_t n, int64_t group, float scale, float *inv) {
+    for (int64_t g = 0; g < group; g++) inv[g] = 1.0f / FN(softmax_blocks)(s + g * L, s + g * L, n, group * L, scale);
+}
+
+/* out = o · (1 / sum), per head. */
+TGT INLINE void FN(kv_normalize)(float *out, int64_t group, int64_t hd, const float *inv) {
+    for (int64_t g = 0; g < group; g++) {
+        float *o = out + g * hd;
+        VF iv = vf_set1(inv[g]);
+        int64_t d = 0;
+        for (; d + L <= hd; d += L) vf_store(o + d, vf_mul(vf_load(o + d), iv));
+        if (d < hd) vf_store_n(o + d, vf_mul(vf_load_n(o + d, (int)(hd - d)), iv), (int)(hd - d));
+    }
+}
+
 TGT void FN(ops_attn_kv_f16)(const OpsAttnKV *a, void *work) {
     const int64_t n = a->n, hd = a->hd;
     float *s = work;
     for (int64_t j0 = 0; j0 < n; j0 += L) FN(kv_scores)(a, s, j0);  /* scores: L keys at a time */
     float inv[64];
-    for (int64_t g = 0; g < a->group; g++)  /* head g's scores in the interleaved layout, in place */
-        inv[g] = 1.0f / FN(softmax_blocks)(s + g * L, s + g * L, n, a->group * L, a->scale);
+    FN(kv_softmax)(s, n, a->group, a->scale, inv);
     /* P·V in blocks of KV_KBLOCK keys, whose value rows stay in L1 while every head and dimension tile
      * goes over them (the rows are ld apart: without blocking, the passes evict each other through
      * the cache sets that the stride maps them to) */
@@ -788,13 +803,161 @@ TGT void FN(ops_attn_kv_f16)(const OpsAttnKV *a, void *work) {
             }
         }
     }
-    for (int64_t g = 0; g < a->group; g++) {  /* out = o · (1 / sum) */
-        float *o = a->out + g * hd;
-        VF iv = vf_set1(inv[g]);
-        int64_t d = 0;
-        for (; d + L <= hd; d += L) vf_store(o + d, vf_mul(vf_load(o + d), iv));
-        if (d < hd) vf_store_n(o + d, vf_mul(vf_load_n(o + d, (int)(hd - d)), iv), (int)(hd - d));
+    FN(kv_normalize)(a->out, a->group, hd, inv);
+}
+
+/* ---- decode attention over a Q8_0 cache (ops.h: OpsAttnKVQ8) ----------------------------------------
+ * The same passes as above: scores L keys at a time (here integer dot products per 32 dimensions),
+ * the softmax in place, P·V in key blocks (here each value converted from its code and scale). */
+
+/* Per (head, 32-dimension block) of the query: its scale, and the start of the block's integer
+ * accumulator, QK_CORR times the codes' sum: dot4_qk reads the keys XORed with QK_XOR, and on VNNI
+ * (unsigned first operand) k ^ 0x80 is k + 128, so Σ (k + 128)·q = Σ k·q + 128·Σ q is corrected
+ * before the first product. */
+TGT INLINE void FN(kvq8_query)(const OpsAttnKVQ8 *a, float *dq, int32_t *corr) {
+    const int64_t nb = a->hd / 32;
+    for (int64_t u = 0; u < a->group * nb; u++) {  /* u = g·nb + b */
+        const uint8_t *blk = a->q + u * 34;
+        uint16_t h;
+        memcpy(&h, blk, sizeof h);
+        dq[u] = fp16_to_fp32(h);
+        int32_t sum = 0;
+        for (int i = 0; i < 32; i++) sum += (int8_t)blk[2 + i];
+        corr[u] = QK_CORR * sum;
     }
+}
+
+/* The scores of the L keys [j0, j0 + L) for the heads [g0, g0 + nh): per 32-dimension block, 8 vector
+ * loads of 4 dimensions of the L keys, each dot4_qk'ed with those 4 query codes of every head into the
+ * head's integer accumulator (one key per lane), then the reference's float step
+ * sum + (isum·dk)·dq with the L keys' scales. `prefetch`: the key block KV_PREFETCH keys ahead. */
+TGT INLINE void FN(kvq8_scores_keys)(const OpsAttnKVQ8 *a, const float *dq, const int32_t *corr, float *s, int64_t j0,
+                                     int64_t g0, const int nh, int prefetch) {
+    const int64_t hd = a->hd, nb = hd / 32, jl = j0 % OPS_KV_KEYS;
+    const VI flip = vi_set1((int32_t)(QK_XOR * 0x01010101u));
+    const uint8_t *q = a->q + g0 * nb * 34;
+    VF sum[6];  /* nh <= KV_QK_HEADS <= 6 */
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < nh; h++) sum[h] = vf_zero();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *sub = a->k + ops_kv_q8_sub_offset(j0, b, hd);
+        if (prefetch)
+            FN(prefetch_row)((const uint16_t *)(sub + KV_PREFETCH / OPS_KV_KEYS * nb * OPS_KV_Q8_SUB), OPS_KV_Q8_SUB / 2, 1);
+        VI acc[6];
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < nh; h++) acc[h] = vi_set1(corr[(g0 + h) * nb + b]);
+        const uint8_t *codes = sub + 2 * OPS_KV_KEYS + jl * 4;  /* dims 4i.. of the L keys: + i·4·OPS_KV_KEYS */
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < 8; i++) {
+            VI kv = vi_load(codes + i * 4 * OPS_KV_KEYS);
+            if (QK_XOR) kv = vi_xor(kv, flip);
+            _Pragma("GCC unroll 8")
+            for (int h = 0; h < nh; h++) acc[h] = dot4_qk(acc[h], kv, vi_bcast4(q + (h * nb + b) * 34 + 2 + i * 4));
+        }
+        VF dk = vf_load_h((const uint16_t *)(sub + jl * 2));
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < nh; h++)
+            sum[h] = vf_add(sum[h], vf_mul(vf_mul(vi_cvt(acc[h]), dk), vf_set1(dq[(g0 + h) * nb + b])));
+    }
+    const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < nh; h++) {
+        float *dst = s + FN(kv_score_index)(a->group, j0, g0 + h);
+        if (nk == L) vf_store(dst, sum[h]);
+        else vf_store_n(dst, sum[h], nk);
+    }
+}
+
+/* The scores of keys [j0, j0 + L) for every head, KV_QK_HEADS heads at a time. */
+TGT INLINE void FN(kvq8_scores)(const OpsAttnKVQ8 *a, const float *dq, const int32_t *corr, float *s, int64_t j0) {
+    const int prefetch = j0 % OPS_KV_KEYS == 0 && j0 + KV_PREFETCH < a->n;  /* once per block */
+    for (int64_t g0 = 0; g0 < a->group; g0 += KV_QK_HEADS) {
+        const int pf = prefetch && g0 == 0;
+        switch (a->group - g0 < KV_QK_HEADS ? a->group - g0 : KV_QK_HEADS) {  /* KV_QK_HEADS <= 6 */
+        case 1: FN(kvq8_scores_keys)(a, dq, corr, s, j0, g0, 1, pf); break;
+        case 2: FN(kvq8_scores_keys)(a, dq, corr, s, j0, g0, 2, pf); break;
+        case 3: FN(kvq8_scores_keys)(a, dq, corr, s, j0, g0, 3, pf); break;
+        case 4: FN(kvq8_scores_keys)(a, dq, corr, s, j0, g0, 4, pf); break;
+        case 5: FN(kvq8_scores_keys)(a, dq, corr, s, j0, g0, 5, pf); break;
+        default: FN(kvq8_scores_keys)(a, dq, corr, s, j0, g0, 6, pf); break;
+        }
+    }
+}
+
+/* As kv_pv_tile, over Q8_0 value rows: nv (<= KV_ND) whole vectors of dimensions from d0 (hd is a
+ * multiple of 32, so a vector never straddles two blocks), each value vector the codes widened and
+ * converted, times the block's scale. */
+TGT INLINE void FN(kvq8_pv_tile)(const OpsAttnKVQ8 *a, const float *p, int64_t g0, const int nh, int64_t d0, const int nv,
+                                 int64_t j0, int64_t nj, int first, int prefetch) {
+    VF acc[6][KV_ND];  /* nh <= KV_HEADS <= 6 */
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < nh; h++)
+        _Pragma("GCC unroll 8")
+        for (int e = 0; e < KV_ND; e++)
+            acc[h][e] = first || e >= nv ? vf_zero() : vf_load(a->out + (g0 + h) * a->hd + d0 + e * L);
+    const int64_t prefetch_end = prefetch ? a->n - KV_PREFETCH : 0;  /* rows with a row KV_PREFETCH ahead */
+    const int64_t blk0 = d0 / 32 * 34, span = ((d0 + nv * L + 31) / 32 - d0 / 32) * 34;  /* the tile's blocks */
+    for (int64_t jb = j0; jb < j0 + nj; jb += L) {  /* j0 is a multiple of L */
+        const float *pb = p + FN(kv_score_index)(a->group, jb, g0);  /* head g0 + h, key jb + jj: pb[h·L + jj] */
+        const int64_t nb = j0 + nj - jb < L ? j0 + nj - jb : L;
+        for (int64_t jj = 0; jj < nb; jj++) {
+            const uint8_t *row = a->v + (jb + jj) * a->ld;
+            if (jb + jj < prefetch_end) FN(prefetch_row)((const uint16_t *)(row + KV_PREFETCH * a->ld + blk0), span / 2, 1);
+            VF vv[KV_ND];
+            _Pragma("GCC unroll 8")
+            for (int e = 0; e < KV_ND; e++) {
+                const int64_t d = d0 + e * L;
+                const uint8_t *blk = row + d / 32 * 34;
+                vv[e] = e < nv ? vf_mul(vi_cvt(vi_load_i8(blk + 2 + d % 32)), vf_bcast_h(blk)) : vf_zero();
+            }
+            _Pragma("GCC unroll 8")
+            for (int h = 0; h < nh; h++) {
+                VF pj = vf_set1(pb[h * L + jj]);
+                _Pragma("GCC unroll 8")
+                for (int e = 0; e < KV_ND; e++)
+                    if (e < nv) acc[h][e] = vf_fma(pj, vv[e], acc[h][e]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < nh; h++)
+        _Pragma("GCC unroll 8")
+        for (int e = 0; e < KV_ND; e++)
+            if (e < nv) vf_store(a->out + (g0 + h) * a->hd + d0 + e * L, acc[h][e]);
+}
+
+/* One key block for heads [g0, g0 + nh), the head count fixed at compile time. */
+TGT INLINE void FN(kvq8_pv_block)(const OpsAttnKVQ8 *a, const float *p, int64_t g0, const int nh, int64_t j0, int64_t nj) {
+    const int64_t w = KV_ND * L;
+    int64_t d0 = 0;
+    for (; d0 + w <= a->hd; d0 += w) FN(kvq8_pv_tile)(a, p, g0, nh, d0, KV_ND, j0, nj, j0 == 0, g0 == 0);
+    if (d0 < a->hd) FN(kvq8_pv_tile)(a, p, g0, nh, d0, (int)((a->hd - d0) / L), j0, nj, j0 == 0, g0 == 0);
+}
+
+TGT void FN(ops_attn_kv_q8)(const OpsAttnKVQ8 *a, void *work) {
+    const int64_t n = a->n, nb = a->hd / 32;
+    float *s = work;  /* then dq and corr: ops_attn_kv_q8_work_bytes */
+    float *dq = (float *)((uint8_t *)work + (ops_attn_kv_work_bytes(n, a->group, a->hd) + 63) / 64 * 64);
+    int32_t *corr = (int32_t *)(dq + a->group * nb);
+    FN(kvq8_query)(a, dq, corr);
+    for (int64_t j0 = 0; j0 < n; j0 += L) FN(kvq8_scores)(a, dq, corr, s, j0);
+    float inv[64];
+    FN(kv_softmax)(s, n, a->group, a->scale, inv);
+    for (int64_t j0 = 0; j0 < n; j0 += KV_KBLOCK) {  /* as in ops_attn_kv_f16 */
+        int64_t nj = n - j0 < KV_KBLOCK ? n - j0 : KV_KBLOCK;
+        for (int64_t g0 = 0; g0 < a->group; g0 += KV_HEADS) {
+            int64_t nh = a->group - g0 < KV_HEADS ? a->group - g0 : KV_HEADS;
+            switch (nh) {  /* KV_HEADS <= 6 */
+            case 1: FN(kvq8_pv_block)(a, s, g0, 1, j0, nj); break;
+            case 2: FN(kvq8_pv_block)(a, s, g0, 2, j0, nj); break;
+            case 3: FN(kvq8_pv_block)(a, s, g0, 3, j0, nj); break;
+            case 4: FN(kvq8_pv_block)(a, s, g0, 4, j0, nj); break;
+            case 5: FN(kvq8_pv_block)(a, s, g0, 5, j0, nj); break;
+            default: FN(kvq8_pv_block)(a, s, g0, 6, j0, nj); break;
+            }
+        }
+    }
+    FN(kv_normalize)(a->out, a->group, a->hd, inv);
 }
 #undef KV_PREFETCH
 
@@ -814,6 +977,7 @@ const OpsKernels FN(ops_kernels) = {
     .attn_head_f32 = FN(ops_attn_head_f32),
     .attn_head_q8 = FN(ops_attn_head_q8),
     .attn_kv_f16 = FN(ops_attn_kv_f16),
+    .attn_kv_q8 = FN(ops_attn_kv_q8),
 };
 
 #undef QB

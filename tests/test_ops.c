@@ -560,6 +560,113 @@ static void test_attention_kv_f16(void) {
     ops_force_kernels(NULL);
 }
 
+/* Decode attention over a Q8_0 cache: keys quantized row by row (quantize_row_q8_0_ref) and stored in
+ * the blocked layout of ops.h, the query quantized the same way, values Q8_0 rows ld bytes apart. The
+ * reference against double precision on the dequantized inputs (the integer dot products make the
+ * scores exact up to the two scale products), its scores against vec_dot_q8_0_q8_0_ref on the rows
+ * they came from (through a single key: out = that key's value row, and two keys: their probability
+ * ratio), and every family bit for bit against the reference. */
+static void store_q8_key(uint8_t *keys, int64_t j, int64_t hd, const BlockQ8_0 *row) {
+    for (int64_t b = 0; b < hd / QK; b++) {
+        memcpy(keys + ops_kv_q8_scale_offset(j, b, hd), &row[b].d, sizeof row[b].d);
+        for (int i = 0; i < QK; i++) keys[ops_kv_q8_code_offset(j, b * QK + i, hd)] = (uint8_t)row[b].qs[i];
+    }
+}
+
+static void test_attention_kv_q8(void) {
+    static const struct {
+        int64_t n, hd, group, ld;  /* ld in bytes */
+    } cases[] = {{1, 128, 5, 136},  {2, 128, 5, 170},  {37, 128, 5, 136}, {300, 128, 5, 137}, {17, 64, 8, 68},
+                 {9, 96, 3, 102},   {33, 32, 1, 35},   {65, 160, 4, 170}, {1000, 128, 1, 136}, {12, 32, 9, 34},
+                 {2048, 128, 5, 136}, {49, 256, 4, 272}, {21, 32, 7, 40}, {130, 128, 6, 200}, {16, 64, 2, 68}};
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int64_t n = cases[ci].n, hd = cases[ci].hd, group = cases[ci].group, ld = cases[ci].ld, nb = hd / QK;
+        uint64_t rng = 177 + ci;
+        int64_t n_keys = (n + OPS_KV_KEYS - 1) / OPS_KV_KEYS * OPS_KV_KEYS;  /* whole blocks, padding random */
+        float *x = alloc_f(hd), *ref = alloc_f(group * hd), *got = alloc_f(group * hd);
+        float *qf = alloc_f(group * hd), *kf = alloc_f(n_keys * hd), *vf = alloc_f(n * hd);
+        BlockQ8_0 *qb = malloc(sizeof(BlockQ8_0) * (size_t)(group * nb)), *kb = malloc(sizeof(BlockQ8_0) * (size_t)(n_keys * nb));
+        uint8_t *k = malloc((size_t)(n_keys * nb * 34)), *v = calloc((size_t)(n * ld), 1);
+        const float qscale = ci % 3 == 1 ? 3.0f : 1.0f;
+        for (int64_t g = 0; g < group; g++) {
+            for (int64_t d = 0; d < hd; d++) x[d] = qscale * test_rand_normal(&rng);
+            quantize_row_q8_0_ref(x, qb + g * nb, hd);
+            dequantize_row_q8_0(qb + g * nb, qf + g * hd, hd);
+        }
+        for (int64_t j = 0; j < n_keys; j++) {
+            for (int64_t d = 0; d < hd; d++) x[d] = test_rand_normal(&rng);
+            quantize_row_q8_0_ref(x, kb + j * nb, hd);
+            dequantize_row_q8_0(kb + j * nb, kf + j * hd, hd);
+            store_q8_key(k, j, hd, kb + j * nb);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            BlockQ8_0 row[8];  /* hd <= 256 */
+            for (int64_t d = 0; d < hd; d++) x[d] = test_rand_normal(&rng);
+            quantize_row_q8_0_ref(x, row, hd);
+            memcpy(v + j * ld, row, sizeof(BlockQ8_0) * (size_t)nb);
+            dequantize_row_q8_0(row, vf + j * hd, hd);
+        }
+        OpsAttnKVQ8 a = {(const uint8_t *)qb, k, v, ref, n, hd, ld, group, 1.0f / sqrtf((float)hd)};
+        void *work = malloc((size_t)ops_attn_kv_q8_work_bytes(n, group, hd));
+        ops_force_kernels("ref");
+        ops_attn_kv_q8(&a, work);
+        double num = 0, den = 0, *s = malloc(sizeof(double) * (size_t)n);
+        for (int64_t g = 0; g < group; g++) {
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (int64_t d = 0; d < hd; d++) acc += (double)qf[g * hd + d] * kf[j * hd + d];
+                s[j] = acc / sqrt((double)hd);
+                m = fmax(m, s[j]);
+            }
+            for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
+            for (int64_t d = 0; d < hd; d++) {
+                double o = 0;
+                for (int64_t j = 0; j < n; j++) o += s[j] * vf[j * hd + d];
+                o /= sum;
+                num += (ref[g * hd + d] - o) * (ref[g * hd + d] - o), den += o * o;
+            }
+        }
+        CHECK(num / den < 1e-11, "q8 kv attention n=%lld hd=%lld group=%lld: NMSE %.3g vs double", (long long)n,
+              (long long)hd, (long long)group, num / den);
+        worst = fmax(worst, num / den);
+        if (n == 1)  /* one key: the output is the value row, dequantized (p·(1/p): within an ulp or two) */
+            for (int64_t g = 0; g < group; g++) {
+                double err = 0;
+                for (int64_t d = 0; d < hd; d++) err = fmax(err, fabs(ref[g * hd + d] - vf[d]) / fmax(fabs(vf[d]), 1e-30));
+                CHECK(err <= 2.5e-7, "q8 kv attention, one key, head %lld: relative error %.3g vs the value row",
+                      (long long)g, err);
+            }
+        if (n == 2) {  /* two keys: p1 / p0 = e^((s1 - s0)·scale), the scores those of vec_dot_q8_0_q8_0_ref */
+            float p[2];
+            for (int64_t g = 0; g < group; g++) {
+                OpsAttnKVQ8 one = a;
+                one.q = (const uint8_t *)(qb + g * nb), one.group = 1, one.out = got;
+                ops_attn_kv_q8(&one, work);
+                memcpy(p, work, sizeof p);  /* the reference leaves the probabilities (unnormalised) in work */
+                double s0 = vec_dot_q8_0_q8_0_ref(hd, kb, qb + g * nb), s1 = vec_dot_q8_0_q8_0_ref(hd, kb + nb, qb + g * nb);
+                double want = exp((s1 - s0) * a.scale), have = (double)p[1] / p[0];
+                CHECK(fabs(have - want) <= 1e-5 * want, "q8 kv scores, head %lld: ratio %.9g vs %.9g from vec_dot", (long long)g, have, want);
+            }
+        }
+        for (int f = 1; f < n_families; f++) {
+            ops_force_kernels(families[f]);
+            a.out = got;
+            for (int64_t i = 0; i < group * hd; i++) got[i] = NAN;
+            ops_attn_kv_q8(&a, work);
+            a.out = ref;
+            int64_t d = first_diff(got, ref, group * hd);
+            CHECK(d < 0, "q8 kv attention %s n=%lld hd=%lld group=%lld: [%lld] %.9g vs %.9g", families[f], (long long)n,
+                  (long long)hd, (long long)group, (long long)d, d >= 0 ? got[d] : 0, d >= 0 ? ref[d] : 0);
+        }
+        ops_force_kernels(NULL);
+        free(x), free(ref), free(got), free(qf), free(kf), free(vf), free(qb), free(kb), free(k), free(v), free(work), free(s);
+    }
+    test_note("decode attention (Q8_0 cache) vs double on the dequantized inputs: max NMSE %.3g; families bit-identical to ref",
+              worst);
+}
+
 static void test_attention_q8_convex(void) {
     AttnCase c;
     make_case(&c, 97, 24, 24, 1, 5);
@@ -593,4 +700,5 @@ void suite_ops(void) {
     RUN_TEST(test_attention);
     RUN_TEST(test_attention_q8_convex);
     RUN_TEST(test_attention_kv_f16);
+    RUN_TEST(test_attention_kv_q8);
 }

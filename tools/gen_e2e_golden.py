@@ -768,11 +768,12 @@ def q8_0_roundtrip(z):
     return (q * d.astype(np.float16).astype(np.float32)).reshape(z.shape).astype(np.float64)
 
 
-def np_llm(kv, t, x0, kv_f16=False, kv_q8=False):
+def np_llm(kv, t, x0, kv_f16=False, kv_q8=False, q_q8=False):
     """Float64 forward over input embeddings x0 (n, d) with the GGUF tensors as stored: permuted
     Q/K, rotating adjacent pairs (2i, 2i+1) by pos·θ^(-2i/hd) (llama.cpp's NORMAL rope).
     kv_f16: round K (after RoPE) and V to float16, as an F16 KV cache stores them; kv_q8: pass them
-    through Q8_0 (blocks of 32 along head_dim), as a Q8_0 KV cache stores them."""
+    through Q8_0 (blocks of 32 along head_dim), as a Q8_0 KV cache stores them; q_q8: the query (after
+    RoPE) through Q8_0 too, as llama.cpp (and bluelmv) score a Q8_0 key cache: Q8_0 · Q8_0 dots."""
     nh, nkv = kv["llama.attention.head_count"], kv["llama.attention.head_count_kv"]
     d = kv["llama.embedding_length"]
     hd, eps, base = d // nh, kv["llama.attention.layer_norm_rms_epsilon"], kv["llama.rope.freq_base"]
@@ -802,6 +803,8 @@ def np_llm(kv, t, x0, kv_f16=False, kv_q8=False):
             v = v.astype(np.float32).astype(np.float16).astype(np.float64)
         if kv_q8:
             k, v = q8_0_roundtrip(k), q8_0_roundtrip(v)
+        if q_q8:
+            q = q8_0_roundtrip(q)
         att = np.empty((n, nh, hd))
         for hh in range(nh):
             kvh = hh // (nh // nkv)
@@ -1008,11 +1011,14 @@ def main():
     #      mistakes (tanh GELU in the projector; raster instead of VILA token order)
     f16_logits, _ = np_llm(kv_l, t_l, x_np, kv_f16=True)
     nm_f16 = nmse(f16_logits, R["logits"])
-    nm_q8 = None
+    nm_q8 = nm_q8q = None
     if kv_l["llama.embedding_length"] // kv_l["llama.attention.head_count"] % 32 == 0:
         q8_logits, _ = np_llm(kv_l, t_l, x_np, kv_q8=True)
         nm_q8 = nmse(q8_logits, R["logits"])
-        print(f"tolerance landmark: logits with a Q8_0 KV cache (numpy) NMSE {nm_q8:.2g}")
+        q8q_logits, _ = np_llm(kv_l, t_l, x_np, kv_q8=True, q_q8=True)
+        nm_q8q = nmse(q8q_logits, R["logits"])
+        print(f"tolerance landmark: logits with a Q8_0 KV cache (numpy) NMSE {nm_q8:.2g}; the query through Q8_0 "
+              f"too NMSE {nm_q8q:.2g}")
     with torch.no_grad():
         mt_ = torch.from_numpy(V["merged"])
         y = proj[3](torch.nn.functional.gelu(proj[1](proj[0](mt_)), approximate="tanh")).numpy()
@@ -1075,7 +1081,7 @@ def main():
         ids_before=ids_before, ids_after=ids_after, pieces_before=[vocab[0][i].decode() for i in ids_before],
         pieces_after=[vocab[0][i].decode() for i in ids_after], gen=gen, R=R, seed=seed, orders=orders,
         order_matters=order_matters, image=image, d_in=d_in, d_all=d_all, vchecks=[(nm, nmse(a, r)) for nm, a, r in vchecks],
-        gen_text=tok.decode([1] + gen, errors="replace"), out=args.out, nm_f16=nm_f16, nm_q8=nm_q8, nm_tanh=nm_tanh,
+        gen_text=tok.decode([1] + gen, errors="replace"), out=args.out, nm_f16=nm_f16, nm_q8=nm_q8, nm_q8q=nm_q8q, nm_tanh=nm_tanh,
         ma_tanh=ma_tanh, ma_ok=ma_ok, nm_raster=nm_raster, grid_default=grid_default, cfg_marks=cfg_marks, merged_var=float(V["merged"].var(-1).mean())))
 
     # ---- for information: bluelmv's own tokenizer on the two text parts
@@ -1333,7 +1339,8 @@ to ~1e-12 (logits), see the self-checks. Landmarks computed by the script:
 """
     if d["nm_q8"] is not None:
         lines += f"""- a Q8_0 KV cache (K after RoPE and V through ggml's Q8_0, one block of 32 per head row,
-  numpy; bluelmv's cache may also quantize Q or the softmax weights): logits NMSE {d['nm_q8']:.2g};
+  numpy): logits NMSE {d['nm_q8']:.2g}; with the query through Q8_0 as well (the scores as Q8_0 · Q8_0
+  dot products, as llama.cpp and bluelmv compute them over a Q8_0 cache): {d['nm_q8q']:.2g};
 """
     lines += f"""- the tanh GELU instead of the erf GELU in the projector: `image_embeds` NMSE {d['nm_tanh']:.2g}, max abs
   {d['ma_tanh']:.2g} (a float64 evaluation of the right formula: {d['ma_ok']:.2g}) — a real mistake that only a
