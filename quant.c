@@ -220,6 +220,18 @@ void dequantize_row_q8_0(const BlockQ8_0 *x, float *y, int64_t n) {
     }
 }
 
+static const QuantKernels *kernels(void);  /* the active family; fills quant_fp16_table */
+
+/* quantize_row_q8_0_ref's bytes through the active family's vector quantizer (tested identical; its
+ * block sums go to a scratch array). The decode quantizes a Q8_0 cache's rows and queries with it. */
+static void quantize_q8_0_fast(const float *x, BlockQ8_0 *y, int64_t n) {
+    int32_t sums[64];
+    for (int64_t b = 0; b < n / QK; b += 64) {
+        int64_t nb = n / QK - b < 64 ? n / QK - b : 64;
+        kernels()->quantize_q8_0(x + b * QK, y + b, sums, nb * QK);
+    }
+}
+
 void quantize_row(int type, const float *src, void *dst, int64_t n) {
     switch (type) {
     case TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
@@ -229,13 +241,11 @@ void quantize_row(int type, const float *src, void *dst, int64_t n) {
     case TYPE_BF16:
         for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fp32_to_bf16(src[i]);
         break;
-    case TYPE_Q8_0: quantize_row_q8_0_ref(src, dst, n); break;
+    case TYPE_Q8_0: quantize_q8_0_fast(src, dst, n); break;
     case TYPE_Q4_0: quantize_row_q4_0_ref(src, dst, n); break;
     default: break;
     }
 }
-
-static const QuantKernels *kernels(void);  /* the active family; fills quant_fp16_table */
 
 void dequantize_row(int type, const void *src, float *dst, int64_t n) {
     switch (type) {

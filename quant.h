@@ -58,7 +58,8 @@ void quantize_row_q8_0_ref(const float *x, BlockQ8_0 *y, int64_t n);  /* n % 32 
 void dequantize_row_q4_0(const BlockQ4_0 *x, float *y, int64_t n);
 void dequantize_row_q8_0(const BlockQ8_0 *x, float *y, int64_t n);
 
-/* Any known type <-> f32 (quantized types use the _ref rounding above). */
+/* Any known type <-> f32 (quantized types use the _ref rounding above; Q8_0 through the active
+ * kernel family's quantizer, which produces the same bytes). */
 void quantize_row(int type, const float *src, void *dst, int64_t n);
 void dequantize_row(int type, const void *src, float *dst, int64_t n);
 
