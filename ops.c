@@ -142,6 +142,10 @@ void ops_add_ref(float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+void ops_swiglu_ref(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + ops_exp1_ref(-g[i])) * u[i];
+}
+
 void ops_add_bias_ref(float *x, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += b[i];
 }
@@ -469,6 +473,7 @@ const OpsKernels ops_kernels_ref = {
     .bias_gelu_tanh = ops_bias_gelu_tanh_ref,
     .bias_gelu_erf = ops_bias_gelu_erf_ref,
     .add = ops_add_ref,
+    .swiglu = ops_swiglu_ref,
     .add_bias = ops_add_bias_ref,
     .add_bias_residual = ops_add_bias_residual_ref,
     .layernorm = ops_layernorm_ref,
@@ -546,6 +551,7 @@ void ops_gelu_erf(float *y, const float *x, int64_t n) { K()->gelu_erf(y, x, n);
 void ops_bias_gelu_tanh(float *x, const float *b, int64_t n) { K()->bias_gelu_tanh(x, b, n); }
 void ops_bias_gelu_erf(float *x, const float *b, int64_t n) { K()->bias_gelu_erf(x, b, n); }
 void ops_add(float *x, const float *y, int64_t n) { K()->add(x, y, n); }
+void ops_swiglu(float *g, const float *u, int64_t n) { K()->swiglu(g, u, n); }
 void ops_add_bias(float *x, const float *b, int64_t n) { K()->add_bias(x, b, n); }
 void ops_add_bias_residual(float *x, const float *y, const float *b, int64_t n) { K()->add_bias_residual(x, y, b, n); }
 void ops_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps) {

@@ -85,6 +85,9 @@ void ops_bias_gelu_erf(float *x, const float *b, int64_t n);    /* x = gelu_erf(
 void ops_add(float *x, const float *y, int64_t n);              /* x = x + y */
 void ops_add_bias(float *x, const float *b, int64_t n);         /* x = x + b */
 void ops_add_bias_residual(float *x, const float *y, const float *b, int64_t n);  /* x = x + (y + b) */
+/* the LLM's gated MLP, in place on the gate: g = g / (1 + e^(-g)) · u  (SiLU(gate) · up, in that
+ * order of float operations, e^x as ops_exp_f32) */
+void ops_swiglu(float *g, const float *u, int64_t n);
 
 /* ---- rows -------------------------------------------------------------------------------------- */
 /* nn.LayerNorm(n, eps): mean = Σx / n; var = Σ(x - mean)² / n; inv = 1 / sqrtf(var + eps);
@@ -188,6 +191,7 @@ void ops_gelu_erf_ref(float *y, const float *x, int64_t n);
 void ops_bias_gelu_tanh_ref(float *x, const float *b, int64_t n);
 void ops_bias_gelu_erf_ref(float *x, const float *b, int64_t n);
 void ops_add_ref(float *x, const float *y, int64_t n);
+void ops_swiglu_ref(float *g, const float *u, int64_t n);
 void ops_add_bias_ref(float *x, const float *b, int64_t n);
 void ops_add_bias_residual_ref(float *x, const float *y, const float *b, int64_t n);
 void ops_layernorm_ref(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
@@ -208,6 +212,7 @@ typedef struct {
     void (*bias_gelu_tanh)(float *x, const float *b, int64_t n);
     void (*bias_gelu_erf)(float *x, const float *b, int64_t n);
     void (*add)(float *x, const float *y, int64_t n);
+    void (*swiglu)(float *g, const float *u, int64_t n);
     void (*add_bias)(float *x, const float *b, int64_t n);
     void (*add_bias_residual)(float *x, const float *y, const float *b, int64_t n);
     void (*layernorm)(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);

@@ -125,6 +125,14 @@ TGT void FN(ops_add)(float *x, const float *y, int64_t n) {
 
 TGT void FN(ops_add_bias)(float *x, const float *b, int64_t n) { FN(ops_add)(x, b, n); }
 
+TGT INLINE VF FN(swiglu_v)(VF g, VF u) { return vf_mul(vf_div(g, vf_add(vf_set1(1.0f), vf_exp(vf_neg(g)))), u); }
+
+TGT void FN(ops_swiglu)(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + L <= n; i += L) vf_store(g + i, FN(swiglu_v)(vf_load(g + i), vf_load(u + i)));
+    if (i < n) vf_store_n(g + i, FN(swiglu_v)(vf_load_n(g + i, (int)(n - i)), vf_load_n(u + i, (int)(n - i))), (int)(n - i));
+}
+
 TGT void FN(ops_add_bias_residual)(float *x, const float *y, const float *b, int64_t n) {
     int64_t i = 0;
     for (; i + L <= n; i += L) vf_store(x + i, vf_add(vf_load(x + i), vf_add(vf_load(y + i), vf_load(b + i))));
@@ -969,6 +977,7 @@ const OpsKernels FN(ops_kernels) = {
     .bias_gelu_tanh = FN(ops_bias_gelu_tanh),
     .bias_gelu_erf = FN(ops_bias_gelu_erf),
     .add = FN(ops_add),
+    .swiglu = FN(ops_swiglu),
     .add_bias = FN(ops_add_bias),
     .add_bias_residual = FN(ops_add_bias_residual),
     .layernorm = FN(ops_layernorm),

@@ -6,6 +6,7 @@
  * (quant.h, internal section) and is tested against the reference. Block layouts: quant.h and
  * anchors.md §b. */
 #include "quant.h"
+#include "ops.h"  /* ops_swiglu */
 
 #include <math.h>
 #include <pthread.h>
@@ -835,13 +836,9 @@ typedef struct {
     int swiglu;   /* parts[0] is the gate, parts[1] the up projection: gate rows become SwiGLU */
 } MultiTask;
 
-/* hidden = silu(gate) * up, silu(g) = g * sigmoid(g), for rows [r0, r1) of T tokens */
+/* hidden = silu(gate) * up, silu(g) = g * sigmoid(g), for rows [r0, r1) of T tokens (ops_swiglu) */
 static void swiglu_rows(float *gate, const float *up, int64_t n, int64_t T, int64_t r0, int64_t r1) {
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t r = r0; r < r1; r++) {
-            float g = gate[t * n + r];
-            gate[t * n + r] = g / (1.0f + expf(-g)) * up[t * n + r];
-        }
+    for (int64_t t = 0; t < T && r0 < r1; t++) ops_swiglu(gate + t * n + r0, up + t * n + r0, r1 - r0);
 }
 
 static void multi_task(void *p, int ith, int nth) {

@@ -227,7 +227,7 @@ static void test_bias_ops_exact(void) {
             fill(x, n, &rng, 3.0f, 1);
             fill(y, n, &rng, 3.0f, 1);
             fill(b, n, &rng, 1.0f, 0);
-            for (int op = 0; op < 5; op++) {
+            for (int op = 0; op < 6; op++) {
                 memcpy(r, x, sizeof(float) * (size_t)n);
                 memcpy(g, x, sizeof(float) * (size_t)n);
                 for (int pass = 0; pass < 2; pass++) {
@@ -239,6 +239,7 @@ static void test_bias_ops_exact(void) {
                     case 2: ops_add_bias_residual(t, y, b, n); break;
                     case 3: ops_bias_gelu_tanh(t, b, n); break;
                     case 4: ops_bias_gelu_erf(t, b, n); break;
+                    case 5: ops_swiglu(t, y, n); break;
                     }
                 }
                 int64_t d = first_diff(g, r, n);
@@ -258,6 +259,32 @@ static void test_bias_ops_exact(void) {
     ops_add_bias_residual(x, y, b, 3);  /* x + (y + b): the bias meets the sublayer output first */
     CHECK(x[0] == 1.0f && x[1] == 1e8f && x[2] == -1.25f, "add_bias_residual order: %.9g %.9g %.9g", x[0], x[1], x[2]);
     ops_force_kernels(NULL);
+}
+
+/* SwiGLU against double precision: g / (1 + e^-g) · u is three roundings plus the exp's (a few ulp);
+ * where e^-g overflows the result is ∓0, as SiLU's limit. */
+static void test_swiglu_accuracy(void) {
+    enum { N = 20001 };
+    float *g = alloc_f(N), *u = alloc_f(N), *want_g = alloc_f(N);
+    for (int64_t i = 0; i < N; i++) g[i] = -100.0f + 200.0f * (float)i / (N - 1), u[i] = 0.5f + (float)(i % 7) * 0.25f;
+    memcpy(want_g, g, sizeof(float) * N);
+    for (int f = 0; f < n_families; f++) {
+        float *t = alloc_f(N);
+        memcpy(t, g, sizeof(float) * N);
+        ops_force_kernels(families[f]);
+        ops_swiglu(t, u, N);
+        double worst = 0;
+        for (int64_t i = 0; i < N; i++) {
+            double x = want_g[i], want = x / (1.0 + exp(-x)) * u[i];
+            if (fabs(want) < 1e-30) CHECK(fabs(t[i]) < 1e-30, "%s: swiglu(%.9g) = %.9g, want %.3g", families[f], x, t[i], want);
+            else worst = fmax(worst, fabs(t[i] - want) / fabs(want));
+        }
+        CHECK(worst < 1e-6, "%s: swiglu relative error %.3g", families[f], worst);
+        if (f == 0) test_note("swiglu vs double on [-100, 100]: max relative error %.3g", worst);
+        free(t);
+    }
+    ops_force_kernels(NULL);
+    free(g), free(u), free(want_g);
 }
 
 /* ---- LayerNorm ------------------------------------------------------------------------------------- */
@@ -695,6 +722,7 @@ void suite_ops(void) {
     RUN_TEST(test_gelu_accuracy);
     RUN_TEST(test_gelu_families);
     RUN_TEST(test_bias_ops_exact);
+    RUN_TEST(test_swiglu_accuracy);
     RUN_TEST(test_layernorm);
     RUN_TEST(test_softmax_row);
     RUN_TEST(test_attention);
