@@ -218,20 +218,22 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         double pp_gops = prefill_ops(m, o->prompt_tokens) / 1e9 * pp_med / (double)o->prompt_tokens;
         double pp_fraction = pp_gops / peak;
         if (o->json) {
-            printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"load_s\": %.3f, "
+            printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"kv_cache\": \"%s\", \"load_s\": %.3f, "
                    "\"read_bandwidth_gbs\": %.2f, \"decode_memory_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, \"weight_gb\": %.4f, "
                    "\"tg_depth\": %lld, \"tg_gb_per_token\": %.4f, "
                    "\"tg_tok_s\": %.3f, \"tg_roofline_fraction\": %.4f, \"pp_tokens\": %lld, \"pp_tok_s\": %.3f, "
                    "\"pp_gops\": %.2f, \"pp_peak_fraction\": %.4f, \"peak_rss_gb\": %.3f, \"repacked_matrices\": %lld, "
                    "\"repack_s\": %.3f}\n",
-                   o->model_path, threadpool_size(pool), quant_kernel_name(), t_load, bandwidth, tg_bandwidth, peak, gb_per_token,
+                   o->model_path, threadpool_size(pool), quant_kernel_name(), type_name(m->kv_type), t_load, bandwidth,
+                   tg_bandwidth, peak, gb_per_token,
                    (long long)o->depth, tg_gb, tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss,
                    (long long)m->repacked_matrices, m->repack_seconds);
         } else {
             printf("model            %s (%.3f GB of weight matrices), loaded in %.2f s; %lld Q4_0 matrices repacked "
                    "by 16 rows in %.2f s%s\n", o->model_path, gb_per_token, t_load, (long long)m->repacked_matrices,
                    m->repack_seconds, o->no_repack ? " (--no-repack)" : "");
-            printf("threads          %d, kernels %s\n", threadpool_size(pool), quant_kernel_name());
+            printf("threads          %d, kernels %s, KV cache %s\n", threadpool_size(pool), quant_kernel_name(),
+                   type_name(m->kv_type));
             printf("read bandwidth   %.2f GB/s (probe of a fresh 256 MiB buffer, median of 5); %.2f GB/s over the "
                    "decode's own memory (median of the probes beside each repetition)\n", bandwidth, tg_bandwidth);
             printf("int8 peak        %.1f GOP/s (probe, median of 5)\n", peak);
@@ -398,13 +400,13 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     double encode_total = img->decode_s + img->preprocess_s + img->encode_s;
     double decode_gb = decode_bytes(m, decode_context) / 1e9;
     if (o->json) {
-        printf("{\"threads\": %d, \"kernels\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, "
+        printf("{\"threads\": %d, \"kernels\": \"%s\", \"kv_cache\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, "
                "\"llm_gb\": %.4f, \"vit_gb\": %.4f, \"load_s\": %.3f, \"grid\": \"%d:%d\", \"vit_inputs\": %lld, "
                "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, \"patch_embed_after_first_s\": %.3f, "
                "\"vit_blocks_s\": %.3f, \"vit_gops\": %.1f, \"block_scaled_peak_gops\": %.1f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
                "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f, \"decode_memory_bandwidth_gbs\": %.2f, "
                "\"repack_s\": %.3f}\n",
-               o->n_threads, quant_kernel_name(), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
+               o->n_threads, quant_kernel_name(), type_name(m->kv_type), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
                img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
                img->conv_hidden_s, img->conv_s - img->conv_first_s, img->blocks_s, vit_gops, scaled_peak, (long long)main_run.n_input, main_run.prefill_s,
                decode_tok_s, decode_fraction, main_run.ttft_s, peak_rss, decode_bw,
@@ -413,8 +415,8 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
         goto done;
     }
 
-    printf("bluelmv bench — the paper's Table 5 setup on this machine (%d threads, kernels %s)\n", o->n_threads,
-           quant_kernel_name());
+    printf("bluelmv bench — the paper's Table 5 setup on this machine (%d threads, kernels %s, KV cache %s; the paper's "
+           "is INT8: --kv q8_0)\n", o->n_threads, quant_kernel_name(), type_name(m->kv_type));
     printf("machine limits   read bandwidth %.2f GB/s, int8 peak %.1f GOP/s (probes)\n", bandwidth, peak);
     printf("models           LLM %.3f GB of matrices, ViT+projector %.3f GB; load %.3f s\n", gb_per_token, vit_gb, load_s);
     printf("image            %s: %dx%d -> grid %d:%d, %d tiles + %d thumbnail = %lld ViT inputs, %lld image tokens\n",

@@ -276,6 +276,7 @@ static void test_bench_depth(void) {
     CHECK(rc == 0, "bench --depth: exit %d (%s)", rc, err);
     CHECK(strstr(out, "\"tg_depth\": 20,") != NULL, "JSON lacks the depth: %s", out);
     CHECK(strstr(out, "\"tg_tok_s\": ") != NULL, "JSON lacks tg_tok_s: %s", out);
+    CHECK(strstr(out, "\"kv_cache\": \"f16\"") != NULL, "JSON lacks the KV cache type (default f16): %s", out);
     free(out), free(err);
     snprintf(args, sizeof args, "bench -m %s --depth 100000 --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1",
              stories_gguf("f32"));

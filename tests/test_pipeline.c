@@ -377,6 +377,7 @@ static void test_bench_multimodal(void) {
     const char *f = strstr(out, "\"decode_roofline_fraction\": ");
     double fraction = f ? atof(f + strlen("\"decode_roofline_fraction\": ")) : -1;
     CHECK(fraction > 0 && fraction < 10, "decode_roofline_fraction %g in %s", fraction, out);
+    CHECK(strstr(out, "\"kv_cache\": \"f16\"") != NULL, "the JSON does not name the KV cache type: %s", out);
     CHECK(strstr(err, "decode repetition 2/2") != NULL, "no decode repetitions on stderr:\n%s", err);
     free(out), free(err);
     snprintf(cmd, sizeof cmd, "%s bench -m %s --mmproj %s --image %s --prompt-tokens 108 --tg-tokens 4 --reps 1 -t 1 "
