@@ -204,9 +204,13 @@ static int bind_weights(Llm *m, const GgufFile *f, BlvError *err) {
 /* One thread's attention work area: the scores of a group (ops_attn_kv_*_work_bytes; the F32 cache's
  * loops use group rows of n_ctx floats, no more than that), and for a Q8_0 cache then the group's
  * query heads quantized (hd / 32 blocks of 34 bytes each). */
+static int64_t att_query_offset(int64_t n_ctx, int64_t group, int64_t hd) {  /* the Q8_0 query's place */
+    return (ops_attn_kv_q8_work_bytes(n_ctx, group, hd) + 63) / 64 * 64;
+}
+
 static int64_t att_work_bytes(int kv_type, int64_t n_ctx, int64_t group, int64_t hd) {
     if (kv_type != TYPE_Q8_0) return (ops_attn_kv_work_bytes(n_ctx, group, hd) + 63) / 64 * 64;
-    return (ops_attn_kv_q8_work_bytes(n_ctx, group, hd) + 63) / 64 * 64 + (group * (hd / QK) * 34 + 63) / 64 * 64;
+    return att_query_offset(n_ctx, group, hd) + (group * (hd / QK) * (int64_t)sizeof(BlockQ8_0) + 63) / 64 * 64;
 }
 
 static int alloc_state(Llm *m, BlvError *err) {
@@ -484,9 +488,9 @@ static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, 
         return;
     }
     if (m->kv_type == TYPE_Q8_0) {  /* the query heads quantized after the scores' area */
-        uint8_t *qq = (uint8_t *)work + (ops_attn_kv_q8_work_bytes(m->n_ctx, group, hd) + 63) / 64 * 64;
-        for (int64_t g = 0; g < group; g++) quantize_row(TYPE_Q8_0, q + g * hd, qq + g * (hd / QK) * 34, hd);
-        OpsAttnKVQ8 kv = {qq, keys, values, out, pos + 1, hd, m->state.kv_head_row_bytes, group, scale};
+        BlockQ8_0 *qq = (BlockQ8_0 *)((uint8_t *)work + att_query_offset(m->n_ctx, group, hd));
+        for (int64_t g = 0; g < group; g++) quantize_row(TYPE_Q8_0, q + g * hd, qq + g * (hd / QK), hd);
+        OpsAttnKVQ8 kv = {(const uint8_t *)qq, keys, values, out, pos + 1, hd, m->state.kv_head_row_bytes, group, scale};
         ops_attn_kv_q8(&kv, work);
         return;
     }

@@ -420,11 +420,10 @@ void ops_attn_kv_f16_ref(const OpsAttnKV *a, void *work) {
 
 /* ---- decode attention over a Q8_0 cache ----------------------------------------------------------- */
 
-/* The scores, then per (head, 32-dimension block) the query's scale and code sum (the vector kernels'
- * prologue: the sums correct an unsigned-operand dot product, ops_simd.h). */
+/* ops_kv_q8_query_offset (ops_internal.h): the vector kernels' prologue puts the query's scales and
+ * code sums after the scores (the sums correct an unsigned-operand dot product, ops_simd.h). */
 int64_t ops_attn_kv_q8_work_bytes(int64_t n, int64_t group, int64_t hd) {
-    int64_t scores = (ops_attn_kv_work_bytes(n, group, hd) + 63) / 64 * 64;
-    return scores + group * (hd / 32) * (int64_t)(sizeof(float) + sizeof(int32_t));
+    return ops_kv_q8_query_offset(n, group, hd) + group * (hd / 32) * (int64_t)(sizeof(float) + sizeof(int32_t));
 }
 
 static float f16_at(const uint8_t *p) {

@@ -9,6 +9,13 @@
 #include "ops.h"
 #include "quant.h"  /* fp16_to_fp32 */
 
+/* The Q8_0 decode attention's work area (ops_attn_kv_q8_work_bytes): the scores, as the F16 kernel's,
+ * then from this byte offset per (head, 32-dimension block) the query's scale (float) and, after
+ * all of those, its code-sum correction (int32). */
+static inline int64_t ops_kv_q8_query_offset(int64_t n, int64_t group, int64_t hd) {
+    return (ops_attn_kv_work_bytes(n, group, hd) + 63) / 64 * 64;
+}
+
 /* exp: domain, reduction by ln 2 (ln2 = LN2_HI + LN2_LO, LN2_HI the float nearest ln 2: the FMA makes
  * x - n·LN2_HI exact before rounding), and Cephes expf's polynomial for e^r on [-ln2/2, ln2/2]:
  * e^r ≈ 1 + r + r²·P(r). */

@@ -11,8 +11,9 @@
  *             max min abs neg select_ge0 div_or_zero (0 where the divisor is ≤ 0) rne_clamp rne hmax
  *             tree_sum (the lanes' part of the OPS_LANES tree) exp (ops_exp1_ref) exp_lo (the same for
  *             x ≤ 88) exp2 (ops_exp2_ref) exp2_le (the same for x ≤ 127) transpose (L × L) from_vi
- *             load_h (L halves converted exactly)
+ *             load_h (L halves converted exactly) bcast_h (one half converted, in every lane)
  *     ints:   vi_zero set1 add xor load store store_n bcast4 (4 bytes to every lane) cvt (to float)
+ *             load_i8 (L signed bytes widened to the lanes)
  *             hsum pack4 (4 vectors of bytes -127..127 into the 4 bytes of each lane) pack4u (0..127)
  *             store_bytes (the low byte of n lanes) from_vf
  *   dot4_qk(acc, a, b), dot4_pv(acc, a, b): acc (int32 lanes) += the dot product of the 4 bytes of
@@ -945,7 +946,7 @@ TGT INLINE void FN(kvq8_pv_block)(const OpsAttnKVQ8 *a, const float *p, int64_t 
 TGT void FN(ops_attn_kv_q8)(const OpsAttnKVQ8 *a, void *work) {
     const int64_t n = a->n, nb = a->hd / 32;
     float *s = work;  /* then dq and corr: ops_attn_kv_q8_work_bytes */
-    float *dq = (float *)((uint8_t *)work + (ops_attn_kv_work_bytes(n, a->group, a->hd) + 63) / 64 * 64);
+    float *dq = (float *)((uint8_t *)work + ops_kv_q8_query_offset(n, a->group, a->hd));
     int32_t *corr = (int32_t *)(dq + a->group * nb);
     FN(kvq8_query)(a, dq, corr);
     for (int64_t j0 = 0; j0 < n; j0 += L) FN(kvq8_scores)(a, dq, corr, s, j0);

@@ -528,6 +528,58 @@ static void test_attention(void) {
 
 /* The int8 attention's output is a convex combination of the values: with v constant per dimension,
  * the output is that constant up to the value quantization (one step of 127). */
+/* NMSE of a decode attention's output `out` (group × hd) against double precision over float inputs:
+ * q (group × hd), k and v (n × hd, position-major), scores scaled by 1/sqrt(hd). */
+static double kv_attention_nmse(const float *out, const float *q, const float *k, const float *v, int64_t n,
+                                int64_t hd, int64_t group) {
+    double num = 0, den = 0, *s = malloc(sizeof(double) * (size_t)n);
+    for (int64_t g = 0; g < group; g++) {
+        double m = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (int64_t d = 0; d < hd; d++) acc += (double)q[g * hd + d] * k[j * hd + d];
+            s[j] = acc / sqrt((double)hd);
+            m = fmax(m, s[j]);
+        }
+        for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
+        for (int64_t d = 0; d < hd; d++) {
+            double o = 0;
+            for (int64_t j = 0; j < n; j++) o += s[j] * v[j * hd + d];
+            o /= sum;
+            num += (out[g * hd + d] - o) * (out[g * hd + d] - o), den += o * o;
+        }
+    }
+    free(s);
+    return num / den;
+}
+
+/* Runs `run` with every non-reference family (output into got, pre-filled with NaN) and reports the
+ * first element that differs from ref. */
+static void kv_families_match(const char *what, void (*run)(void *ctx, float *out), void *ctx, float *got,
+                              const float *ref, int64_t count, int64_t n, int64_t hd, int64_t group) {
+    for (int f = 1; f < n_families; f++) {
+        ops_force_kernels(families[f]);
+        for (int64_t i = 0; i < count; i++) got[i] = NAN;
+        run(ctx, got);
+        int64_t d = first_diff(got, ref, count);
+        CHECK(d < 0, "%s %s n=%lld hd=%lld group=%lld: [%lld] %.9g vs %.9g", what, families[f], (long long)n,
+              (long long)hd, (long long)group, (long long)d, d >= 0 ? got[d] : 0, d >= 0 ? ref[d] : 0);
+    }
+    ops_force_kernels(NULL);
+}
+
+typedef struct {
+    OpsAttnKV *a;
+    void *work;
+} KvF16Run;
+
+static void run_kv_f16(void *ctx, float *out) {
+    KvF16Run *r = ctx;
+    OpsAttnKV a = *r->a;
+    a.out = out;
+    ops_attn_kv_f16(&a, r->work);
+}
+
 /* Decode attention over an F16 cache: the reference against double precision (the inputs being the
  * f16 values), and every family bit for bit against the reference. */
 static void test_attention_kv_f16(void) {
@@ -551,37 +603,18 @@ static void test_attention_kv_f16(void) {
         void *work = malloc((size_t)ops_attn_kv_work_bytes(n, group, hd));
         ops_force_kernels("ref");
         ops_attn_kv_f16(&a, work);
-        double num = 0, den = 0, *s = malloc(sizeof(double) * (size_t)n);
-        for (int64_t g = 0; g < group; g++) {
-            double m = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < n; j++) {
-                double acc = 0;
-                for (int64_t d = 0; d < hd; d++) acc += (double)q[g * hd + d] * fp16_to_fp32(k[ops_kv_key_index(j, d, hd)]);
-                s[j] = acc / sqrt((double)hd);
-                m = fmax(m, s[j]);
-            }
-            for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
-            for (int64_t d = 0; d < hd; d++) {
-                double o = 0;
-                for (int64_t j = 0; j < n; j++) o += s[j] * fp16_to_fp32(v[j * ld + d]);
-                o /= sum;
-                num += (ref[g * hd + d] - o) * (ref[g * hd + d] - o), den += o * o;
-            }
-        }
-        CHECK(num / den < 1e-11, "kv attention n=%lld hd=%lld group=%lld: NMSE %.3g vs double", (long long)n,
-              (long long)hd, (long long)group, num / den);
-        worst = fmax(worst, num / den);
-        for (int f = 1; f < n_families; f++) {
-            ops_force_kernels(families[f]);
-            a.out = got;
-            for (int64_t i = 0; i < group * hd; i++) got[i] = NAN;
-            ops_attn_kv_f16(&a, work);
-            a.out = ref;
-            int64_t d = first_diff(got, ref, group * hd);
-            CHECK(d < 0, "kv attention %s n=%lld hd=%lld group=%lld: [%lld] %.9g vs %.9g", families[f], (long long)n,
-                  (long long)hd, (long long)group, (long long)d, d >= 0 ? got[d] : 0, d >= 0 ? ref[d] : 0);
-        }
-        free(q), free(ref), free(got), free(k), free(v), free(work), free(s);
+        /* the inputs as the kernel reads them: f16 keys (from their blocks) and values, converted */
+        float *kf = alloc_f(n * hd), *vf = alloc_f(n * hd);
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t d = 0; d < hd; d++)
+                kf[j * hd + d] = fp16_to_fp32(k[ops_kv_key_index(j, d, hd)]), vf[j * hd + d] = fp16_to_fp32(v[j * ld + d]);
+        double e = kv_attention_nmse(ref, q, kf, vf, n, hd, group);
+        CHECK(e < 1e-11, "kv attention n=%lld hd=%lld group=%lld: NMSE %.3g vs double", (long long)n, (long long)hd,
+              (long long)group, e);
+        worst = fmax(worst, e);
+        KvF16Run r = {&a, work};
+        kv_families_match("kv attention", run_kv_f16, &r, got, ref, group * hd, n, hd, group);
+        free(q), free(ref), free(got), free(k), free(v), free(work), free(kf), free(vf);
     }
     test_note("decode attention (F16 cache) vs double: max NMSE %.3g; families bit-identical to ref", worst);
     ops_force_kernels(NULL);
@@ -598,6 +631,18 @@ static void store_q8_key(uint8_t *keys, int64_t j, int64_t hd, const BlockQ8_0 *
         memcpy(keys + ops_kv_q8_scale_offset(j, b, hd), &row[b].d, sizeof row[b].d);
         for (int i = 0; i < QK; i++) keys[ops_kv_q8_code_offset(j, b * QK + i, hd)] = (uint8_t)row[b].qs[i];
     }
+}
+
+typedef struct {
+    OpsAttnKVQ8 *a;
+    void *work;
+} KvQ8Run;
+
+static void run_kv_q8(void *ctx, float *out) {
+    KvQ8Run *r = ctx;
+    OpsAttnKVQ8 a = *r->a;
+    a.out = out;
+    ops_attn_kv_q8(&a, r->work);
 }
 
 static void test_attention_kv_q8(void) {
@@ -638,26 +683,10 @@ static void test_attention_kv_q8(void) {
         void *work = malloc((size_t)ops_attn_kv_q8_work_bytes(n, group, hd));
         ops_force_kernels("ref");
         ops_attn_kv_q8(&a, work);
-        double num = 0, den = 0, *s = malloc(sizeof(double) * (size_t)n);
-        for (int64_t g = 0; g < group; g++) {
-            double m = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < n; j++) {
-                double acc = 0;
-                for (int64_t d = 0; d < hd; d++) acc += (double)qf[g * hd + d] * kf[j * hd + d];
-                s[j] = acc / sqrt((double)hd);
-                m = fmax(m, s[j]);
-            }
-            for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
-            for (int64_t d = 0; d < hd; d++) {
-                double o = 0;
-                for (int64_t j = 0; j < n; j++) o += s[j] * vf[j * hd + d];
-                o /= sum;
-                num += (ref[g * hd + d] - o) * (ref[g * hd + d] - o), den += o * o;
-            }
-        }
-        CHECK(num / den < 1e-11, "q8 kv attention n=%lld hd=%lld group=%lld: NMSE %.3g vs double", (long long)n,
-              (long long)hd, (long long)group, num / den);
-        worst = fmax(worst, num / den);
+        double e = kv_attention_nmse(ref, qf, kf, vf, n, hd, group);
+        CHECK(e < 1e-11, "q8 kv attention n=%lld hd=%lld group=%lld: NMSE %.3g vs double", (long long)n,
+              (long long)hd, (long long)group, e);
+        worst = fmax(worst, e);
         if (n == 1)  /* one key: the output is the value row, dequantized (p·(1/p): within an ulp or two) */
             for (int64_t g = 0; g < group; g++) {
                 double err = 0;
@@ -677,18 +706,9 @@ static void test_attention_kv_q8(void) {
                 CHECK(fabs(have - want) <= 1e-5 * want, "q8 kv scores, head %lld: ratio %.9g vs %.9g from vec_dot", (long long)g, have, want);
             }
         }
-        for (int f = 1; f < n_families; f++) {
-            ops_force_kernels(families[f]);
-            a.out = got;
-            for (int64_t i = 0; i < group * hd; i++) got[i] = NAN;
-            ops_attn_kv_q8(&a, work);
-            a.out = ref;
-            int64_t d = first_diff(got, ref, group * hd);
-            CHECK(d < 0, "q8 kv attention %s n=%lld hd=%lld group=%lld: [%lld] %.9g vs %.9g", families[f], (long long)n,
-                  (long long)hd, (long long)group, (long long)d, d >= 0 ? got[d] : 0, d >= 0 ? ref[d] : 0);
-        }
-        ops_force_kernels(NULL);
-        free(x), free(ref), free(got), free(qf), free(kf), free(vf), free(qb), free(kb), free(k), free(v), free(work), free(s);
+        KvQ8Run r = {&a, work};
+        kv_families_match("q8 kv attention", run_kv_q8, &r, got, ref, group * hd, n, hd, group);
+        free(x), free(ref), free(got), free(qf), free(kf), free(vf), free(qb), free(kb), free(k), free(v), free(work);
     }
     test_note("decode attention (Q8_0 cache) vs double on the dequantized inputs: max NMSE %.3g; families bit-identical to ref",
               worst);
