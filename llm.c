@@ -378,12 +378,18 @@ void llm_prepare_weights(Llm *m) {
 
 /* ---- the math ----------------------------------------------------------------------------------- */
 
-/* LlamaRMSNorm: hidden_states * torch.rsqrt(variance + eps) * weight, variance = mean(x^2) */
+/* LlamaRMSNorm: hidden_states * torch.rsqrt(variance + eps) * weight, variance = mean(x^2)
+ * (the squares summed in double, in 8 partial sums so that the adds do not wait on each other:
+ * 2.5 → 1.25 µs per row of 2560, run once per layer and token on the decode's serial path) */
 static void rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    double part[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) part[j] += (double)x[i + j] * x[i + j];
+    double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    for (; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = 0; i < n; i++) out[i] = weight[i] * (x[i] * scale);
+    for (i = 0; i < n; i++) out[i] = weight[i] * (x[i] * scale);
 }
 
 /* nn.LayerNorm(hidden, eps): (x - mean) / sqrt(var + eps) * weight + bias */
