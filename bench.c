@@ -21,6 +21,7 @@
 
 #include "bluelmv.h"
 #include "image.h"
+#include "llm.h"
 #include "quant.h"
 
 BenchOptions bench_default_options(void) {
@@ -147,6 +148,88 @@ static int decode_rep(Bluelmv *b, const int32_t *ids, int64_t start, int64_t n, 
     return rc;
 }
 
+/* ---- --profile: one decode repetition timed step by step ---------------------------------------- */
+
+typedef struct {
+    int done;
+    int64_t tokens, context;
+    double ms[LLM_STEPS];   /* per token */
+    double mb[LLM_STEPS];   /* bytes the step reads per token, MB */
+    double total_ms;        /* per token, the whole evaluation */
+    double bandwidth;       /* GB/s, the mean of the probes before and after */
+} StepProfile;
+
+/* The bytes each step of one decode step reads at `context` tokens of context (they add up to
+ * decode_bytes): its weight matrices, or for attention the K and V rows 0..context of every layer. */
+static void decode_step_bytes(const Llm *m, int64_t context, double bytes[LLM_STEPS]) {
+    memset(bytes, 0, sizeof(double) * LLM_STEPS);
+    for (int64_t l = 0; l < m->config.n_layers; l++) {
+        const LlmLayer *L = &m->weights.layers[l];
+        bytes[LLM_STEP_QKV] += (double)(llm_matrix_bytes(&L->wq) + llm_matrix_bytes(&L->wk) + llm_matrix_bytes(&L->wv));
+        bytes[LLM_STEP_WO] += (double)llm_matrix_bytes(&L->wo);
+        bytes[LLM_STEP_FFN_UP] += (double)(llm_matrix_bytes(&L->w_gate) + llm_matrix_bytes(&L->w_up));
+        bytes[LLM_STEP_FFN_DOWN] += (double)llm_matrix_bytes(&L->w_down);
+    }
+    bytes[LLM_STEP_OUTPUT] = (double)llm_matrix_bytes(&m->weights.output);
+    bytes[LLM_STEP_ATTENTION] = decode_bytes(m, context) - (double)m->weight_bytes;
+}
+
+/* As decode_rep, with every step of the forward pass timed (Llm.profile): where a decode's time goes
+ * against what each step reads. */
+static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t n, int64_t context, StepProfile *p,
+                          BlvError *err) {
+    Llm *m = bluelmv_llm(b);
+    LlmProfile prof;
+    memset(&prof, 0, sizeof prof);
+    memset(p, 0, sizeof *p);
+    fprintf(stderr, "bench: decode timed step by step (--profile)\n");
+    llm_rewind(m, start);
+    int rc = bluelmv_eval(b, ids, 1, err);
+    double bw_before = probe_decode_memory(m, context);
+    m->profile = &prof;
+    double t0 = blv_now();
+    for (int64_t i = 1; i < n && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
+    double seconds = blv_now() - t0;
+    m->profile = NULL;
+    p->bandwidth = 0.5 * (bw_before + probe_decode_memory(m, context));
+    p->tokens = n - 1;
+    p->context = context;
+    p->total_ms = 1e3 * seconds / (double)p->tokens;
+    double bytes[LLM_STEPS];
+    decode_step_bytes(m, context, bytes);
+    for (int i = 0; i < LLM_STEPS; i++) {
+        p->ms[i] = 1e3 * prof.seconds[i] / (double)p->tokens;
+        p->mb[i] = bytes[i] / 1e6;
+    }
+    p->done = rc == 0;
+    return rc;
+}
+
+static void print_profile(const StepProfile *p) {
+    double sum = 0.0, mb = 0.0;
+    printf("decode steps     one more repetition of %lld tokens at context %lld, each step of the forward pass timed "
+           "(--profile); %.2f GB/s reading the decode's memory beside it:\n", (long long)p->tokens, (long long)p->context,
+           p->bandwidth);
+    for (int i = 0; i < LLM_STEPS; i++) {
+        sum += p->ms[i], mb += p->mb[i];
+        printf("  %-10s %8.3f ms/token", llm_step_names[i], p->ms[i]);
+        if (p->mb[i] > 0)
+            printf("  %9.2f MB  %6.2f GB/s = %5.1f%% of the probe (reading its bytes at the probe's rate: %.3f ms)",
+                   p->mb[i], p->mb[i] / p->ms[i], 100.0 * p->mb[i] / p->ms[i] / p->bandwidth, p->mb[i] / p->bandwidth);
+        printf("\n");
+    }
+    printf("  %-10s %8.3f ms/token  %9.2f MB  %6.2f GB/s = %5.1f%% of the probe (%.3f ms per token in all; the rest "
+           "outside the forward pass)\n", "steps", sum, mb, mb / sum, 100.0 * mb / sum / p->bandwidth, p->total_ms);
+}
+
+static void print_profile_json(const StepProfile *p) {
+    printf(", \"decode_profile\": {\"tokens\": %lld, \"context\": %lld, \"bandwidth_gbs\": %.2f, \"total_ms\": %.4f, \"steps\": [",
+           (long long)p->tokens, (long long)p->context, p->bandwidth, p->total_ms);
+    for (int i = 0; i < LLM_STEPS; i++)
+        printf("%s{\"step\": \"%s\", \"ms\": %.4f, \"mb\": %.6f}", i ? ", " : "", llm_step_names[i], p->ms[i], p->mb[i]);
+    printf("]}");
+}
+
 int bench_multimodal(const BenchOptions *o, BlvError *err);
 
 int bench_run(const BenchOptions *o, BlvError *err) {
@@ -209,6 +292,13 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     if (isatty(2)) fprintf(stderr, "\n");
     /* peak RSS before the probes, whose buffer would otherwise count */
     double rss = (double)blv_peak_rss_bytes() / 1e9;
+    StepProfile prof = {0};
+    if (rc == 0 && o->profile) {
+        fill_tokens(ids, n_tg, vocab, &rng);
+        bluelmv_reset(b);
+        if (o->depth > 0) rc = bluelmv_eval(b, ids, o->depth, err);
+        if (rc == 0) rc = profile_decode(b, ids + o->depth, o->depth, o->tg_tokens, tg_context, &prof, err);
+    }
     double bandwidth, peak;
     probe_limits(pool, &bandwidth, &peak);
     if (rc == 0) {
@@ -220,14 +310,16 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         if (o->json) {
             printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"kv_cache\": \"%s\", \"load_s\": %.3f, "
                    "\"read_bandwidth_gbs\": %.2f, \"decode_memory_bandwidth_gbs\": %.2f, \"int8_peak_gops\": %.1f, \"weight_gb\": %.4f, "
-                   "\"tg_depth\": %lld, \"tg_gb_per_token\": %.4f, "
+                   "\"tg_depth\": %lld, \"tg_gb_per_token\": %.9f, "
                    "\"tg_tok_s\": %.3f, \"tg_roofline_fraction\": %.4f, \"pp_tokens\": %lld, \"pp_tok_s\": %.3f, "
                    "\"pp_gops\": %.2f, \"pp_peak_fraction\": %.4f, \"peak_rss_gb\": %.3f, \"repacked_matrices\": %lld, "
-                   "\"repack_s\": %.3f}\n",
+                   "\"repack_s\": %.3f",
                    o->model_path, threadpool_size(pool), quant_kernel_name(), type_name(m->kv_type), t_load, bandwidth,
                    tg_bandwidth, peak, gb_per_token,
                    (long long)o->depth, tg_gb, tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss,
                    (long long)m->repacked_matrices, m->repack_seconds);
+            if (prof.done) print_profile_json(&prof);
+            printf("}\n");
         } else {
             printf("model            %s (%.3f GB of weight matrices), loaded in %.2f s; %lld Q4_0 matrices repacked "
                    "by 16 rows in %.2f s%s\n", o->model_path, gb_per_token, t_load, (long long)m->repacked_matrices,
@@ -243,6 +335,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
             printf("pp%-4lld           %.2f tok/s = %.1f GOP/s = %.1f%% of int8 peak (median of %d)\n",
                    (long long)o->prompt_tokens, pp_med, pp_gops, 100.0 * pp_fraction, o->reps);
             printf("peak RSS         %.3f GB\n", rss);
+            if (prof.done) print_profile(&prof);
         }
     }
     free(ids);
@@ -390,6 +483,14 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     if (isatty(2)) fprintf(stderr, "\n");
     double decode_tok_s = median(dec, o->reps), decode_bw = median(dec_bw, o->reps);
     double decode_fraction = median(dec_frac, o->reps);
+    StepProfile prof = {0};
+    if (o->profile) {
+        fill_tokens(dec_ids, n_dec, m->config.vocab_size, &rng);
+        if (profile_decode(b, dec_ids, main_run.n_input, n_dec, decode_context, &prof, err) != 0) {
+            free(dec), free(dec_ids);
+            goto done;
+        }
+    }
     free(dec), free(dec_ids);
     double gb_per_token = (double)m->weight_bytes / 1e9;
     double ops = prefill_ops(m, main_run.n_input);
@@ -405,12 +506,14 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
                "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, \"patch_embed_after_first_s\": %.3f, "
                "\"vit_blocks_s\": %.3f, \"vit_gops\": %.1f, \"block_scaled_peak_gops\": %.1f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
                "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f, \"decode_memory_bandwidth_gbs\": %.2f, "
-               "\"repack_s\": %.3f}\n",
+               "\"repack_s\": %.3f",
                o->n_threads, quant_kernel_name(), type_name(m->kv_type), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
                img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
                img->conv_hidden_s, img->conv_s - img->conv_first_s, img->blocks_s, vit_gops, scaled_peak, (long long)main_run.n_input, main_run.prefill_s,
                decode_tok_s, decode_fraction, main_run.ttft_s, peak_rss, decode_bw,
                m->repack_seconds);
+        if (prof.done) print_profile_json(&prof);
+        printf("}\n");
         rc = 0;
         goto done;
     }
@@ -443,6 +546,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
            "between two probes; the answer's own decode: %.2f tok/s)\n", decode_tok_s,
            (long long)main_run.n_input, 100.0 * decode_fraction, decode_gb, decode_bw, o->reps, (long long)n_dec,
            main_run.decode_tok_s);
+    if (prof.done) print_profile(&prof);
     printf("time to first token  %.3f s after the prompt (prefill); %.3f s including the image encode\n",
            main_run.ttft_s, main_run.ttft_s + encode_total);
     printf("memory           peak RSS %.3f GB (ViT released before the LLM ran; RSS right after release %.3f GB)\n",

@@ -15,6 +15,7 @@ typedef struct {
     int kv_type;            /* -1: F16 */
     int json;               /* results as JSON on stdout */
     int no_repack;          /* keep Q4_0 weights in the file's layout (to measure what repacking gives) */
+    int profile;            /* one more decode repetition with each step of the forward pass timed */
     /* the multimodal benchmark (the paper's Table 5), when mmproj_path is set */
     const char *mmproj_path;
     const char *image_path; /* or a synthetic image of image_w x image_h (default 768x1536) */

@@ -608,50 +608,70 @@ static void norm_rows(Llm *m, const float *weight, int64_t T, int add_residual) 
 
 /* ---- forward ------------------------------------------------------------------------------------- */
 
+const char *const llm_step_names[LLM_STEPS] = {"norms", "q,k,v", "attention", "wo", "gate,up", "down", "output"};
+
+/* Adds the time since *t to `step` when the steps are timed (Llm.profile), and restarts *t. */
+static void step_done(Llm *m, int step, double *t) {
+    if (!m->profile) return;
+    double now = blv_now();
+    m->profile->seconds[step] += now - *t;
+    *t = now;
+}
+
 /* Runs T tokens whose input embeddings are already in state.x, at positions pos0..pos0+T-1.
  * Writes logits for rows [first_out, T) into logits (row stride vocab) when logits != NULL. */
 static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_t first_out) {
     const LlmConfig *c = &m->config;
     LlmState *s = &m->state;
     int64_t dim = c->dim;
+    double t = m->profile ? blv_now() : 0.0;
 
     for (int64_t l = 0; l < c->n_layers; l++) {
         const LlmLayer *L = &m->weights.layers[l];
         /* hidden_states = self.input_layernorm(hidden_states) */
         norm_rows(m, L->attn_norm, T, 0);
+        step_done(m, LLM_STEP_NORM, &t);
         /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
         MatmulPart qkv[3] = {{s->q, L->wq.data, L->wq.type, L->wq.rows},
                              {s->k, L->wk.data, L->wk.type, L->wk.rows},
                              {s->v, L->wv.data, L->wv.type, L->wv.rows}};
         matmul_shared_input(m->pool, qkv, 3, s->xb, dim, T, s->scratch);
+        step_done(m, LLM_STEP_QKV, &t);
         /* RoPE, the KV cache update, then attn_output = attn_weights @ value_states (rope_store_head) */
         attention(m, l, T, pos0);
+        step_done(m, LLM_STEP_ATTENTION, &t);
         /* attn_output = self.o_proj(attn_output) */
         matmul_m(m, s->xb2, &L->wo, s->att_out, T);
+        step_done(m, LLM_STEP_WO, &t);
 
         /* hidden_states = residual + hidden_states; hidden_states = self.post_attention_layernorm(hidden_states) */
         norm_rows(m, L->ffn_norm, T, 1);
+        step_done(m, LLM_STEP_NORM, &t);
         /* down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
         /* (the products and SiLU(g) * up = g / (1 + exp(-g)) * up, each thread on its own rows) */
         MatmulPart gate = {s->hb, L->w_gate.data, L->w_gate.type, L->w_gate.rows};
         MatmulPart up = {s->hb2, L->w_up.data, L->w_up.type, L->w_up.rows};
         matmul_swiglu(m->pool, gate, up, s->xb, dim, T, s->scratch);
+        step_done(m, LLM_STEP_FFN_UP, &t);
         matmul_m(m, s->xb2, &L->w_down, s->hb, T);
+        step_done(m, LLM_STEP_FFN_DOWN, &t);
         for (int64_t i = 0; i < T * dim; i++) s->x[i] += s->xb2[i];
         if (m->dump) {
             char stage[32];
             snprintf(stage, sizeof stage, "llm_block_%lld", (long long)l);
             m->dump(m->dump_user, stage, pos0, T, dim, s->x);
         }
+        step_done(m, LLM_STEP_NORM, &t);
     }
     if (!logits) return;
     /* hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states) */
     int64_t n_out = T - first_out;
-    for (int64_t t = 0; t < n_out; t++)
-        rmsnorm(s->xb + t * dim, s->x + (first_out + t) * dim, m->weights.output_norm, dim, c->rms_eps);
+    for (int64_t i = 0; i < n_out; i++)
+        rmsnorm(s->xb + i * dim, s->x + (first_out + i) * dim, m->weights.output_norm, dim, c->rms_eps);
     /* The output matrix may hold more rows than a chunk's scratch was sized for only in T, never
      * in cols, so the same scratch serves. */
     matmul_m(m, logits, &m->weights.output, s->xb, n_out);
+    step_done(m, LLM_STEP_OUTPUT, &t);
 }
 
 void llm_token_embedding(const Llm *m, int32_t token, float *out) {

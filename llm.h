@@ -104,6 +104,23 @@ typedef struct {
  * pos0 .. pos0 + n_rows - 1 of the context, cols = dim). Called once per chunk and layer. */
 typedef void (*LlmDumpFn)(void *user, const char *stage, int64_t pos0, int64_t n_rows, int64_t cols, const float *data);
 
+/* Where a forward pass spends its time, step by step (bench --profile): wall-clock seconds summed
+ * over every call made while Llm.profile points at one of these. The steps partition the pass. */
+enum {
+    LLM_STEP_NORM,       /* the RMSNorms and residual adds between the products */
+    LLM_STEP_QKV,        /* q, k and v projections */
+    LLM_STEP_ATTENTION,  /* RoPE, the KV-cache store, attention over the cache */
+    LLM_STEP_WO,         /* the attention output projection */
+    LLM_STEP_FFN_UP,     /* gate and up projections with SwiGLU */
+    LLM_STEP_FFN_DOWN,   /* the down projection */
+    LLM_STEP_OUTPUT,     /* the final norm and the output (logits) layer */
+    LLM_STEPS
+};
+extern const char *const llm_step_names[LLM_STEPS];
+typedef struct {
+    double seconds[LLM_STEPS];
+} LlmProfile;
+
 typedef struct {
     LlmConfig config;
     LlmWeights weights;
@@ -119,6 +136,7 @@ typedef struct {
     int weights_prepared;   /* llm_prepare_weights has run */
     int64_t repacked_matrices;
     double repack_seconds;  /* what llm_prepare_weights took */
+    LlmProfile *profile;    /* NULL: the steps are not timed */
     LlmDumpFn dump;         /* NULL: no dumps */
     void *dump_user;
 } Llm;

@@ -211,6 +211,8 @@ static const char *bench_usage =
     "  -d, --depth N        tokens already in the context when decode is timed (default 0)\n"
     "      --kv TYPE        KV cache type (default f16)\n"
     "      --no-repack      keep Q4_0 weights in the file's layout (default: repacked for AVX-512)\n"
+    "      --profile        one more decode repetition with each step of the forward pass timed:\n"
+    "                       ms per token, the bytes it reads, and its GB/s against the probe\n"
     "      --json           print the results as one JSON object on stdout\n";
 
 static const char *tiles_usage =
@@ -979,6 +981,8 @@ static int cmd_bench(int argc, char **argv) {
             o.json = 1;
         } else if (matches(a, NULL, "--no-repack")) {
             o.no_repack = 1;
+        } else if (matches(a, NULL, "--profile")) {
+            o.profile = 1;
         } else if (matches(a, NULL, "--mmproj")) {
             if (!(o.mmproj_path = take_value(argc, argv, &i, cmd))) return 2;
         } else if (matches(a, NULL, "--image")) {

@@ -3,6 +3,8 @@
  * The stories260K expectations are read from tests/data/stories260K/expected_outputs_test.sh, the
  * third-party script whose strings were produced by llama2.c (karpathy/llama2.c @7ac65cb). */
 #include "test.h"
+#include "json.h"
+#include <math.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -252,7 +254,7 @@ static void test_help(void) {
         {"--no-bos", "--file", "-m", "", "", ""},
         {"--type", "-o", "llama2c", "", "", ""},
         {"--preset", "--llm-only", "--type", "--seed", "", ""},
-        {"--threads", "--reps", "--prompt-tokens", "--json", "--depth", ""},
+        {"--threads", "--reps", "--prompt-tokens", "--json", "--depth", "--profile"},
     };
     for (int i = 0; i < 5; i++) {
         char args[128], *out, *err;
@@ -285,8 +287,47 @@ static void test_bench_depth(void) {
     free(out), free(err);
 }
 
+/* bench --profile: one more decode repetition timed step by step. The steps partition the forward
+ * pass, so their times add up to no more than the whole evaluation, and the bytes they are charged
+ * with add up to the decode's bytes per token (tg_gb_per_token: the same context). */
+static void test_bench_profile(void) {
+    char args[1024], *out, *err;
+    snprintf(args, sizeof args, "bench -m %s --depth 20 --reps 1 --tg-tokens 6 --prompt-tokens 8 -t 2 --json --profile",
+             stories_gguf("q8_0"));
+    int rc = run(args, &out, &err);
+    CHECK(rc == 0, "bench --profile: exit %d (%s)", rc, err);
+    JsonDoc doc;
+    BlvError jerr;
+    CHECK(json_parse(&doc, "bench output", out, strlen(out), &jerr) == 0, "bench --profile --json: %s", jerr.msg);
+    const JsonValue *prof = json_get(&doc.root, "decode_profile"), *steps = json_get(prof, "steps");
+    const JsonValue *gb = json_get(&doc.root, "tg_gb_per_token"), *total = json_get(prof, "total_ms");
+    CHECK(steps && steps->type == JSON_ARRAY && steps->count == 7 && gb && total, "no decode_profile in %s", out);
+    if (steps && gb && total && steps->count == 7) {
+        const char *names[7] = {"norms", "q,k,v", "attention", "wo", "gate,up", "down", "output"};
+        double ms = 0.0, mb = 0.0;
+        for (size_t i = 0; i < 7; i++) {
+            const JsonValue *st = json_at(steps, i), *name = json_get(st, "step");
+            const JsonValue *ms_i = json_get(st, "ms"), *mb_i = json_get(st, "mb");
+            CHECK(name && name->type == JSON_STRING && strcmp(name->str, names[i]) == 0, "step %zu is not %s", i, names[i]);
+            CHECK(ms_i && mb_i && ms_i->number >= 0 && mb_i->number >= 0, "step %zu: negative or missing figures", i);
+            if (ms_i && mb_i) ms += ms_i->number, mb += mb_i->number;
+        }
+        CHECK(ms > 0 && ms <= total->number * 1.0001 + 1e-4, "steps %.4f ms against %.4f ms per token", ms, total->number);
+        CHECK(fabs(mb - 1e3 * gb->number) <= 1e-3 * 1e3 * gb->number + 1e-5, "steps read %.3f MB, a decode step %.3f",
+              mb, 1e3 * gb->number);
+    }
+    json_free(&doc);
+    free(out), free(err);
+    snprintf(args, sizeof args, "bench -m %s --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1 --profile", stories_gguf("q8_0"));
+    rc = run(args, &out, &err);
+    CHECK(rc == 0 && strstr(out, "decode steps") && strstr(out, "attention") && strstr(out, "of the probe"),
+          "bench --profile text: exit %d\n%s", rc, out);
+    free(out), free(err);
+}
+
 void suite_cli(void) {
     RUN_TEST(test_bench_depth);
+    RUN_TEST(test_bench_profile);
     RUN_TEST(test_stories_greedy_1_thread);
     RUN_TEST(test_stories_greedy_2_threads);
     RUN_TEST(test_stories_greedy_chunk_1);
