@@ -69,18 +69,29 @@ static double probe_block_scaled(ThreadPool *pool) {
     return median(runs, 5);
 }
 
-/* Multiply-add operations (×2) of a prefill of T tokens: every layer matrix for every token, the
- * output layer for the last token only, and causal attention (q·k and a·v over the prefix). */
-static double prefill_ops(const Llm *m, int64_t T) {
+/* Operations (multiply-adds ×2) of each step of a prefill of T tokens from an empty cache: every
+ * layer matrix for every token, causal attention (q·k and p·v over the prefix), and the output layer
+ * for the last token only. */
+static void prefill_step_ops(const Llm *m, int64_t T, double ops[LLM_STEPS]) {
     const LlmConfig *c = &m->config;
-    double per_token = 0.0;
+    memset(ops, 0, sizeof(double) * LLM_STEPS);
     for (int64_t l = 0; l < c->n_layers; l++) {
         const LlmLayer *L = &m->weights.layers[l];
-        per_token += (double)(matrix_elems(&L->wq) + matrix_elems(&L->wk) + matrix_elems(&L->wv) + matrix_elems(&L->wo) +
-                              matrix_elems(&L->w_gate) + matrix_elems(&L->w_up) + matrix_elems(&L->w_down));
+        ops[LLM_STEP_QKV] += 2.0 * (double)T * (double)(matrix_elems(&L->wq) + matrix_elems(&L->wk) + matrix_elems(&L->wv));
+        ops[LLM_STEP_WO] += 2.0 * (double)T * (double)matrix_elems(&L->wo);
+        ops[LLM_STEP_FFN_UP] += 2.0 * (double)T * (double)(matrix_elems(&L->w_gate) + matrix_elems(&L->w_up));
+        ops[LLM_STEP_FFN_DOWN] += 2.0 * (double)T * (double)matrix_elems(&L->w_down);
     }
-    double attention = (double)c->n_layers * 2.0 * (double)(c->n_heads * c->head_dim) * (double)T * (double)(T + 1) / 2.0;
-    return 2.0 * (per_token * (double)T + (double)matrix_elems(&m->weights.output) + attention);
+    ops[LLM_STEP_ATTENTION] = 2.0 * (double)c->n_layers * 2.0 * (double)(c->n_heads * c->head_dim) * (double)T *
+                              (double)(T + 1) / 2.0;
+    ops[LLM_STEP_OUTPUT] = 2.0 * (double)matrix_elems(&m->weights.output);
+}
+
+static double prefill_ops(const Llm *m, int64_t T) {
+    double ops[LLM_STEPS], total = 0.0;
+    prefill_step_ops(m, T, ops);
+    for (int i = 0; i < LLM_STEPS; i++) total += ops[i];
+    return total;
 }
 
 /* Bytes one decode step must read from memory at `context` tokens of context: every weight matrix
@@ -230,6 +241,47 @@ static void print_profile_json(const StepProfile *p) {
     printf("]}");
 }
 
+/* --profile, prefill: the steps of one prefill timed (Llm.profile) against the operations they do. */
+typedef struct {
+    int done;
+    int64_t tokens;
+    double s[LLM_STEPS];    /* seconds, the whole prefill */
+    double gop[LLM_STEPS];  /* operations, GOP */
+    double total_s;         /* the whole evaluation */
+} PrefillProfile;
+
+static void finish_prefill_profile(const Llm *m, const LlmProfile *prof, int64_t T, double total_s, PrefillProfile *p) {
+    double ops[LLM_STEPS];
+    prefill_step_ops(m, T, ops);
+    p->tokens = T;
+    p->total_s = total_s;
+    for (int i = 0; i < LLM_STEPS; i++) p->s[i] = prof->seconds[i], p->gop[i] = ops[i] / 1e9;
+    p->done = 1;
+}
+
+static void print_prefill_profile(const PrefillProfile *p, double peak) {
+    double sum = 0.0, gop = 0.0;
+    printf("prefill steps    one more prefill of %lld tokens, each step of the forward pass timed (--profile):\n",
+           (long long)p->tokens);
+    for (int i = 0; i < LLM_STEPS; i++) {
+        sum += p->s[i], gop += p->gop[i];
+        printf("  %-10s %10.2f ms", llm_step_names[i], 1e3 * p->s[i]);
+        if (p->gop[i] > 0 && p->s[i] > 0)
+            printf("  %10.3f GOP  %7.1f GOP/s = %5.1f%% of int8 peak", p->gop[i], p->gop[i] / p->s[i],
+                   100.0 * p->gop[i] / p->s[i] / peak);
+        printf("\n");
+    }
+    printf("  %-10s %10.2f ms  %10.3f GOP  %7.1f GOP/s = %5.1f%% of int8 peak (%.2f ms in all)\n", "steps", 1e3 * sum,
+           gop, gop / sum, 100.0 * gop / sum / peak, 1e3 * p->total_s);
+}
+
+static void print_prefill_profile_json(const PrefillProfile *p) {
+    printf(", \"prefill_profile\": {\"tokens\": %lld, \"total_s\": %.6f, \"steps\": [", (long long)p->tokens, p->total_s);
+    for (int i = 0; i < LLM_STEPS; i++)
+        printf("%s{\"step\": \"%s\", \"s\": %.6f, \"gop\": %.6f}", i ? ", " : "", llm_step_names[i], p->s[i], p->gop[i]);
+    printf("]}");
+}
+
 int bench_multimodal(const BenchOptions *o, BlvError *err);
 
 int bench_run(const BenchOptions *o, BlvError *err) {
@@ -299,6 +351,20 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         if (o->depth > 0) rc = bluelmv_eval(b, ids, o->depth, err);
         if (rc == 0) rc = profile_decode(b, ids + o->depth, o->depth, o->tg_tokens, tg_context, &prof, err);
     }
+    PrefillProfile pprof = {0};
+    if (rc == 0 && o->profile) {
+        LlmProfile lp;
+        memset(&lp, 0, sizeof lp);
+        fprintf(stderr, "bench: prefill timed step by step (--profile)\n");
+        fill_tokens(ids, o->prompt_tokens, vocab, &rng);
+        bluelmv_reset(b);
+        m->profile = &lp;
+        double t0 = blv_now();
+        rc = bluelmv_eval(b, ids, o->prompt_tokens, err);
+        double total = blv_now() - t0;
+        m->profile = NULL;
+        if (rc == 0) finish_prefill_profile(m, &lp, o->prompt_tokens, total, &pprof);
+    }
     double bandwidth, peak;
     probe_limits(pool, &bandwidth, &peak);
     if (rc == 0) {
@@ -319,6 +385,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
                    (long long)o->depth, tg_gb, tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss,
                    (long long)m->repacked_matrices, m->repack_seconds);
             if (prof.done) print_profile_json(&prof);
+            if (pprof.done) print_prefill_profile_json(&pprof);
             printf("}\n");
         } else {
             printf("model            %s (%.3f GB of weight matrices), loaded in %.2f s; %lld Q4_0 matrices repacked "
@@ -336,6 +403,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
                    (long long)o->prompt_tokens, pp_med, pp_gops, 100.0 * pp_fraction, o->reps);
             printf("peak RSS         %.3f GB\n", rss);
             if (prof.done) print_profile(&prof);
+            if (pprof.done) print_prefill_profile(&pprof, peak);
         }
     }
     free(ids);
@@ -484,12 +552,26 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     double decode_tok_s = median(dec, o->reps), decode_bw = median(dec_bw, o->reps);
     double decode_fraction = median(dec_frac, o->reps);
     StepProfile prof = {0};
+    PrefillProfile pprof = {0};
     if (o->profile) {
         fill_tokens(dec_ids, n_dec, m->config.vocab_size, &rng);
         if (profile_decode(b, dec_ids, main_run.n_input, n_dec, decode_context, &prof, err) != 0) {
             free(dec), free(dec_ids);
             goto done;
         }
+        /* the same question again, answered with one token: its prefill timed step by step */
+        LlmProfile lp;
+        memset(&lp, 0, sizeof lp);
+        fprintf(stderr, "bench: prefill timed step by step (--profile)\n");
+        m->profile = &lp;
+        TurnResult again;
+        int trc = bench_turn(b, img, query, 1, &again, err);
+        m->profile = NULL;
+        if (trc != 0) {
+            free(dec), free(dec_ids);
+            goto done;
+        }
+        finish_prefill_profile(m, &lp, again.n_input, again.prefill_s, &pprof);
     }
     free(dec), free(dec_ids);
     double gb_per_token = (double)m->weight_bytes / 1e9;
@@ -513,6 +595,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
                decode_tok_s, decode_fraction, main_run.ttft_s, peak_rss, decode_bw,
                m->repack_seconds);
         if (prof.done) print_profile_json(&prof);
+        if (pprof.done) print_prefill_profile_json(&pprof);
         printf("}\n");
         rc = 0;
         goto done;
@@ -541,6 +624,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
            (long long)main_run.n_input, (long long)img->n_tokens, main_run.prefill_s,
            (double)main_run.n_input / main_run.prefill_s, ops / 1e9 / main_run.prefill_s,
            100.0 * ops / 1e9 / main_run.prefill_s / peak, m->repack_seconds, (long long)m->repacked_matrices);
+    if (pprof.done) print_prefill_profile(&pprof, peak);
     printf("LLM decode       %.2f tok/s at context %lld = %.1f%% of the read-bandwidth roofline (%.3f GB of weights "
            "and KV cache per token; %.2f GB/s reading that memory; medians of %d repetitions of %lld tokens, each "
            "between two probes; the answer's own decode: %.2f tok/s)\n", decode_tok_s,

@@ -211,8 +211,9 @@ static const char *bench_usage =
     "  -d, --depth N        tokens already in the context when decode is timed (default 0)\n"
     "      --kv TYPE        KV cache type (default f16)\n"
     "      --no-repack      keep Q4_0 weights in the file's layout (default: repacked for AVX-512)\n"
-    "      --profile        one more decode repetition with each step of the forward pass timed:\n"
-    "                       ms per token, the bytes it reads, and its GB/s against the probe\n"
+    "      --profile        one more decode repetition and one more prefill, each step of the forward\n"
+    "                       pass timed: the decode's against the bytes it reads (GB/s and share of\n"
+    "                       the probe), the prefill's against its operations (GOP/s, share of int8 peak)\n"
     "      --json           print the results as one JSON object on stdout\n";
 
 static const char *tiles_usage =

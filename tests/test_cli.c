@@ -287,9 +287,10 @@ static void test_bench_depth(void) {
     free(out), free(err);
 }
 
-/* bench --profile: one more decode repetition timed step by step. The steps partition the forward
- * pass, so their times add up to no more than the whole evaluation, and the bytes they are charged
- * with add up to the decode's bytes per token (tg_gb_per_token: the same context). */
+/* bench --profile: one more decode repetition and one more prefill timed step by step. The steps
+ * partition the forward pass, so their times add up to no more than the whole evaluation, and the
+ * bytes the decode's steps are charged with add up to its bytes per token (tg_gb_per_token: the
+ * same context). */
 static void test_bench_profile(void) {
     char args[1024], *out, *err;
     snprintf(args, sizeof args, "bench -m %s --depth 20 --reps 1 --tg-tokens 6 --prompt-tokens 8 -t 2 --json --profile",
@@ -316,11 +317,26 @@ static void test_bench_profile(void) {
         CHECK(fabs(mb - 1e3 * gb->number) <= 1e-3 * 1e3 * gb->number + 1e-5, "steps read %.3f MB, a decode step %.3f",
               mb, 1e3 * gb->number);
     }
+    /* the prefill's steps: within the whole prefill; the products and attention do work */
+    const JsonValue *pprof = json_get(&doc.root, "prefill_profile"), *psteps = json_get(pprof, "steps");
+    const JsonValue *ptotal = json_get(pprof, "total_s");
+    CHECK(psteps && psteps->type == JSON_ARRAY && psteps->count == 7 && ptotal, "no prefill_profile in %s", out);
+    if (psteps && ptotal && psteps->count == 7) {
+        double s = 0.0;
+        for (size_t i = 0; i < 7; i++) {
+            const JsonValue *s_i = json_get(json_at(psteps, i), "s"), *gop_i = json_get(json_at(psteps, i), "gop");
+            CHECK(s_i && gop_i && s_i->number >= 0 && (i == 0 ? gop_i->number == 0 : gop_i->number > 0),
+                  "prefill step %zu: figures missing or wrong", i);
+            if (s_i) s += s_i->number;
+        }
+        CHECK(s > 0 && s <= ptotal->number * 1.0001 + 1e-6, "prefill steps %.6f s against %.6f s", s, ptotal->number);
+    }
     json_free(&doc);
     free(out), free(err);
     snprintf(args, sizeof args, "bench -m %s --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1 --profile", stories_gguf("q8_0"));
     rc = run(args, &out, &err);
-    CHECK(rc == 0 && strstr(out, "decode steps") && strstr(out, "attention") && strstr(out, "of the probe"),
+    CHECK(rc == 0 && strstr(out, "decode steps") && strstr(out, "attention") && strstr(out, "of the probe") &&
+              strstr(out, "prefill steps") && strstr(out, "of int8 peak ("),
           "bench --profile text: exit %d\n%s", rc, out);
     free(out), free(err);
 }

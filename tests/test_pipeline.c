@@ -364,14 +364,15 @@ static void test_bad_input(void) {
 }
 
 /* bench --mmproj (Table 5) on the tiny model and image: exits 0 with the decode measured as
- * repetitions between probes (a JSON fraction in (0, 10)); an input (119 tokens) that fills all but one
+ * repetitions between probes (a JSON fraction in (0, 10)) and, with --profile, a prefill of the whole
+ * input and a decode timed step by step; an input (119 tokens) that fills all but one
  * place of the context (108 + 4 + 8 = 120) leaves no room for the repetitions: a clear error. */
 static void test_bench_multimodal(void) {
     e2e_paths(&E2E_TINY);
     static char cmd[4096];
     char *out, *err;
     snprintf(cmd, sizeof cmd, "%s bench -m %s --mmproj %s --image %s --prompt-tokens 160 --tg-tokens 8 --reps 2 -t 1 "
-             "--no-sweeps --json", test_bin(), llm_path, mmproj_path, image_path);
+             "--no-sweeps --json --profile", test_bin(), llm_path, mmproj_path, image_path);
     int rc = test_run_command(cmd, &out, &err);
     CHECK(rc == 0, "bench --mmproj: exit %d\n%s", rc, err);
     const char *f = strstr(out, "\"decode_roofline_fraction\": ");
@@ -379,6 +380,11 @@ static void test_bench_multimodal(void) {
     CHECK(fraction > 0 && fraction < 10, "decode_roofline_fraction %g in %s", fraction, out);
     CHECK(strstr(out, "\"kv_cache\": \"f16\"") != NULL, "the JSON does not name the KV cache type: %s", out);
     CHECK(strstr(err, "decode repetition 2/2") != NULL, "no decode repetitions on stderr:\n%s", err);
+    /* --profile: a prefill of the whole input and a decode timed step by step */
+    const char *in = strstr(out, "\"input_tokens\": ");
+    char want[64];
+    snprintf(want, sizeof want, "\"prefill_profile\": {\"tokens\": %d,", in ? atoi(in + strlen("\"input_tokens\": ")) : -1);
+    CHECK(strstr(out, "\"decode_profile\": {") && strstr(out, want), "--profile: no step profiles (%s) in %s", want, out);
     free(out), free(err);
     snprintf(cmd, sizeof cmd, "%s bench -m %s --mmproj %s --image %s --prompt-tokens 108 --tg-tokens 4 --reps 1 -t 1 "
              "--no-sweeps", test_bin(), llm_path, mmproj_path, image_path);
