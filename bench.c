@@ -145,15 +145,18 @@ typedef struct {
     double tok_s, bandwidth, fraction;
 } DecodeRep;
 
+/* `steps`: when not NULL, the timed steps' forward passes are also timed step by step into it. */
 static int decode_rep(Bluelmv *b, const int32_t *ids, int64_t start, int64_t n, int64_t context, DecodeRep *r,
-                      BlvError *err) {
+                      LlmProfile *steps, BlvError *err) {
     Llm *m = bluelmv_llm(b);
     llm_rewind(m, start);
     int rc = bluelmv_eval(b, ids, 1, err);
     double bw_before = probe_decode_memory(m, context);
+    m->profile = steps;
     double t0 = blv_now();
     for (int64_t i = 1; i < n && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
     r->tok_s = (double)(n - 1) / (blv_now() - t0);
+    m->profile = NULL;
     r->bandwidth = 0.5 * (bw_before + probe_decode_memory(m, context));
     r->fraction = decode_bytes(m, context) / 1e9 * r->tok_s / r->bandwidth;
     return rc;
@@ -185,27 +188,21 @@ static void decode_step_bytes(const Llm *m, int64_t context, double bytes[LLM_ST
     bytes[LLM_STEP_ATTENTION] = decode_bytes(m, context) - (double)m->weight_bytes;
 }
 
-/* As decode_rep, with every step of the forward pass timed (Llm.profile): where a decode's time goes
- * against what each step reads. */
+/* One more decode_rep with every step of the forward pass timed: where a decode's time goes against
+ * what each step reads. */
 static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t n, int64_t context, StepProfile *p,
                           BlvError *err) {
-    Llm *m = bluelmv_llm(b);
+    const Llm *m = bluelmv_llm(b);
     LlmProfile prof;
+    DecodeRep rep;
     memset(&prof, 0, sizeof prof);
     memset(p, 0, sizeof *p);
     fprintf(stderr, "bench: decode timed step by step (--profile)\n");
-    llm_rewind(m, start);
-    int rc = bluelmv_eval(b, ids, 1, err);
-    double bw_before = probe_decode_memory(m, context);
-    m->profile = &prof;
-    double t0 = blv_now();
-    for (int64_t i = 1; i < n && rc == 0; i++) rc = bluelmv_eval(b, ids + i, 1, err);
-    double seconds = blv_now() - t0;
-    m->profile = NULL;
-    p->bandwidth = 0.5 * (bw_before + probe_decode_memory(m, context));
+    int rc = decode_rep(b, ids, start, n, context, &rep, &prof, err);
+    p->bandwidth = rep.bandwidth;
     p->tokens = n - 1;
     p->context = context;
-    p->total_ms = 1e3 * seconds / (double)p->tokens;
+    p->total_ms = 1e3 / rep.tok_s;
     double bytes[LLM_STEPS];
     decode_step_bytes(m, context, bytes);
     for (int i = 0; i < LLM_STEPS; i++) {
@@ -338,7 +335,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         bluelmv_reset(b);
         if (rc == 0 && o->depth > 0) rc = bluelmv_eval(b, ids, o->depth, err);
         DecodeRep d = {0, 0, 0};
-        if (rc == 0) rc = decode_rep(b, ids + o->depth, o->depth, o->tg_tokens, tg_context, &d, err);
+        if (rc == 0) rc = decode_rep(b, ids + o->depth, o->depth, o->tg_tokens, tg_context, &d, NULL, err);
         tg[r] = d.tok_s, tg_bw[r] = d.bandwidth, tg_frac[r] = d.fraction;
     }
     if (isatty(2)) fprintf(stderr, "\n");
@@ -542,7 +539,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
         fprintf(stderr, isatty(2) ? "\rbench: decode repetition %d/%d" : "bench: decode repetition %d/%d\n", r + 1, o->reps);
         fill_tokens(dec_ids, n_dec, m->config.vocab_size, &rng);
         DecodeRep d;
-        if (decode_rep(b, dec_ids, main_run.n_input, n_dec, decode_context, &d, err) != 0) {
+        if (decode_rep(b, dec_ids, main_run.n_input, n_dec, decode_context, &d, NULL, err) != 0) {
             free(dec), free(dec_ids);
             goto done;
         }
