@@ -318,11 +318,10 @@ void llm_free(Llm *m) {
     for (int64_t l = 0; w->layers && l < m->config.n_layers; l++) {
         Matrix *mats[LAYER_MATRICES];
         layer_matrices(&w->layers[l], mats);
-        for (int i = 0; i < LAYER_MATRICES; i++) free(mats[i]->owned);  /* repacked copies */
         free(w->layers[l].attn_norm);
         free(w->layers[l].ffn_norm);
     }
-    free(w->output.owned);  /* NULL when tied: token_embd is never repacked */
+    blv_free_large(w->repacked, (size_t)w->repacked_bytes);
     free(w->layers);
     free(w->embd_norm_w);
     free(w->embd_norm_b);
@@ -343,11 +342,13 @@ void llm_free(Llm *m) {
  * 1.541 GB releasing whole matrices, 1.461 GB by slabs, 1.456 GB not repacking). */
 enum { REPACK_SLAB_ROWS = 1024 };
 
-static void repack_matrix(Llm *m, Matrix *w) {
-    if (w->type != TYPE_Q4_0 || w->owned) return;
-    size_t bytes = (size_t)(q4_0x16_bytes(w->rows, w->cols) + 63) / 64 * 64;
-    BlockQ4_0x16 *copy = aligned_alloc(64, bytes);
-    if (!copy) return;  /* not enough memory: the file's layout works too */
+/* The bytes a matrix's repacked copy takes in the arena (whole cache lines), 0 if it stays as it is. */
+static int64_t repacked_bytes(const Matrix *w) {
+    return w->type == TYPE_Q4_0 ? (q4_0x16_bytes(w->rows, w->cols) + 63) / 64 * 64 : 0;
+}
+
+/* Repacks w into copy (repacked_bytes(w) bytes) and points w at it. */
+static void repack_matrix(Llm *m, Matrix *w, BlockQ4_0x16 *copy) {
     const int64_t row_bytes = type_row_bytes(TYPE_Q4_0, w->cols), n_pairs = (w->cols / QK + 1) / 2;
     for (int64_t r0 = 0; r0 < w->rows; r0 += REPACK_SLAB_ROWS) {
         const int64_t n = w->rows - r0 < REPACK_SLAB_ROWS ? w->rows - r0 : REPACK_SLAB_ROWS;
@@ -356,7 +357,6 @@ static void repack_matrix(Llm *m, Matrix *w) {
         if (m->weights_mapped) blv_release_mapped_pages(src, n * row_bytes);
     }
     w->data = copy;
-    w->owned = copy;
     w->type = TYPE_Q4_0X16;
     m->repacked_matrices++;
 }
@@ -366,12 +366,31 @@ void llm_prepare_weights(Llm *m) {
     m->weights_prepared = 1;
     if (m->no_repack || !quant_has_q4_0x16()) return;
     double t0 = blv_now();
+    /* every matrix to repack, in the order the decode reads them (a tied output is token_embd,
+     * whose rows are looked up: it stays) */
+    LlmWeights *w = &m->weights;
+    int64_t n = 0, total = 0;
+    Matrix **todo = malloc(sizeof *todo * (size_t)(m->config.n_layers * LAYER_MATRICES + 1));
+    if (!todo) return;
     for (int64_t l = 0; l < m->config.n_layers; l++) {
         Matrix *mats[LAYER_MATRICES];
-        layer_matrices(&m->weights.layers[l], mats);
-        for (int i = 0; i < LAYER_MATRICES; i++) repack_matrix(m, mats[i]);
+        layer_matrices(&w->layers[l], mats);
+        for (int i = 0; i < LAYER_MATRICES; i++) todo[n++] = mats[i];
     }
-    if (!m->config.tied_output) repack_matrix(m, &m->weights.output);  /* a tied output is token_embd: looked up */
+    if (!m->config.tied_output) todo[n++] = &w->output;
+    for (int64_t i = 0; i < n; i++) total += repacked_bytes(todo[i]);
+    BlvError ignored;
+    w->repacked = total > 0 ? blv_alloc_large((size_t)total, "repacked weights", &ignored) : NULL;
+    if (w->repacked) {  /* (without it, not enough memory: the file's layout works too) */
+        w->repacked_bytes = total;
+        uint8_t *next = w->repacked;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t bytes = repacked_bytes(todo[i]);
+            if (bytes > 0) repack_matrix(m, todo[i], (BlockQ4_0x16 *)next);
+            next += bytes;
+        }
+    }
+    free(todo);
     m->weight_bytes = sum_weight_bytes(m);  /* padding to whole 16-row groups can add a little */
     m->repack_seconds = blv_now() - t0;
 }

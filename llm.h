@@ -41,7 +41,6 @@ typedef struct {
     const void *data;
     int type;               /* quant.h TYPE_*; TYPE_Q4_0X16 once repacked (llm_prepare_weights) */
     int64_t rows, cols;
-    void *owned;            /* the repacked copy data points to, freed by llm_free (NULL: data is the file's) */
 } Matrix;
 
 typedef struct {
@@ -63,6 +62,8 @@ typedef struct {
     LlmLayer *layers;       /* (n_layers) */
     float *output_norm;     /* (dim) */
     Matrix output;          /* (vocab_size, dim); a copy of token_embd when tied */
+    void *repacked;         /* one mapping (blv_alloc_large) with every repacked matrix, or NULL */
+    int64_t repacked_bytes; /* its size */
 } LlmWeights;
 
 typedef struct {
@@ -153,7 +154,8 @@ void llm_free(Llm *m);
  * pages of it are released from the resident set as soon as the copy is made (when they are a file
  * mapping), so the process holds one matrix twice at most. It is not done in llm_init: a pipeline
  * encodes its images first, and the LLM's weights should become resident only after the ViT's are
- * gone. A matrix whose copy cannot be allocated stays as it is. Does nothing with no_repack. */
+ * gone. The copies go into one mapping that may use huge pages (blv_alloc_large); if it cannot be
+ * allocated, the weights stay as they are. Does nothing with no_repack. */
 void llm_prepare_weights(Llm *m);
 
 /* Appends n tokens (or n rows of dim-sized embeddings) at position n_past, in chunks. Writes

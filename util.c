@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,44 @@ void blv_release_mapped_pages(const void *p, int64_t bytes) {
     (void)p, (void)bytes;
 #endif
 }
+
+#if defined(MAP_ANONYMOUS)
+enum { HUGE_PAGE = 2 << 20 };
+
+void *blv_alloc_large(size_t bytes, const char *what, BlvError *err) {
+    if (bytes == 0) bytes = 1;
+    if (bytes > SIZE_MAX - 2 * (size_t)HUGE_PAGE) {
+        blv_fail(err, "size overflow allocating %zu bytes for %s", bytes, what);
+        return NULL;
+    }
+    /* map one huge page more than needed, then unmap the parts before and after the aligned span */
+    size_t span = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    uint8_t *raw = mmap(NULL, span + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        blv_fail(err, "out of memory allocating %zu bytes for %s", bytes, what);
+        return NULL;
+    }
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + span + HUGE_PAGE > p + span) munmap(p + span, (size_t)(raw + span + HUGE_PAGE - (p + span)));
+#if defined(MADV_HUGEPAGE)
+    madvise(p, span, MADV_HUGEPAGE);  /* advice only: 4 KiB pages if the kernel declines */
+#endif
+    return p;
+}
+
+void blv_free_large(void *p, size_t bytes) {
+    if (!p) return;
+    if (bytes == 0) bytes = 1;
+    munmap(p, (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
+}
+#else
+void *blv_alloc_large(size_t bytes, const char *what, BlvError *err) { return blv_calloc(1, bytes, what, err); }
+void blv_free_large(void *p, size_t bytes) {
+    (void)bytes;
+    free(p);
+}
+#endif
 
 int blv_read_file(const char *path, char **data, size_t *len, BlvError *err) {
     *data = NULL;

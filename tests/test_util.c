@@ -101,8 +101,32 @@ static void test_release_mapped_pages(void) {
     free(data);
 }
 
+/* A large buffer: 2 MiB-aligned, zeroed, every byte writable and readable back; a second one does
+ * not overlap it; both can be freed (the sizes are not multiples of a page). */
+static void test_alloc_large(void) {
+    const size_t sizes[2] = {5 * 1000 * 1000 + 3, 1};
+    unsigned char *p[2];
+    BlvError err;
+    for (int k = 0; k < 2; k++) {
+        p[k] = blv_alloc_large(sizes[k], "test buffer", &err);
+        CHECK(p[k] != NULL, "allocating %zu bytes", sizes[k]);
+        if (!p[k]) return;
+        CHECK((uintptr_t)p[k] % (2u << 20) == 0, "buffer %d at %p: not 2 MiB-aligned", k, (void *)p[k]);
+        size_t nonzero = 0;
+        for (size_t i = 0; i < sizes[k]; i++) nonzero += p[k][i] != 0;
+        CHECK(nonzero == 0, "%zu of %zu bytes not zero", nonzero, sizes[k]);
+        for (size_t i = 0; i < sizes[k]; i++) p[k][i] = (unsigned char)(i * 7 + (size_t)k);
+    }
+    CHECK(p[1] + sizes[1] <= p[0] || p[0] + sizes[0] <= p[1], "the buffers overlap");
+    size_t wrong = 0;
+    for (size_t i = 0; i < sizes[0]; i++) wrong += p[0][i] != (unsigned char)(i * 7);
+    CHECK(wrong == 0, "%zu bytes of the first buffer changed", wrong);
+    for (int k = 0; k < 2; k++) blv_free_large(p[k], sizes[k]);
+}
+
 void suite_util(void) {
     RUN_TEST(test_split_range);
     RUN_TEST(test_threadpool_runs_every_thread_once);
     RUN_TEST(test_release_mapped_pages);
+    RUN_TEST(test_alloc_large);
 }
