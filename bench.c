@@ -180,6 +180,8 @@ typedef struct {
     double mb[LLM_STEPS];   /* bytes the step reads per token, MB */
     double total_ms;        /* per token, the whole evaluation */
     double bandwidth;       /* GB/s, the mean of the probes before and after */
+    double attention_arithmetic_ms;  /* per token: llm_attention_arithmetic_seconds */
+    double bound_ms;        /* per token: profile_bound */
 } StepProfile;
 
 /* The bytes each step of one decode step reads at `context` tokens of context (they add up to
@@ -195,6 +197,19 @@ static void decode_step_bytes(const Llm *m, int64_t context, double bytes[LLM_ST
     }
     bytes[LLM_STEP_OUTPUT] = (double)llm_matrix_bytes(&m->weights.output);
     bytes[LLM_STEP_ATTENTION] = decode_bytes(m, context) - (double)m->weight_bytes;
+}
+
+/* The fastest a decode step can be without another attention arithmetic (ms per token): every step
+ * reading its bytes at the probe's rate, the attention no faster than its arithmetic alone. The
+ * read-bandwidth roofline divided by it is the largest fraction of the roofline the decode can reach
+ * on this machine at this context. */
+static double profile_bound(const StepProfile *p) {
+    double ms = 0.0;
+    for (int i = 0; i < LLM_STEPS; i++) {
+        double read_ms = p->mb[i] / p->bandwidth;
+        ms += i == LLM_STEP_ATTENTION && p->attention_arithmetic_ms > read_ms ? p->attention_arithmetic_ms : read_ms;
+    }
+    return ms;
 }
 
 /* One more decode_rep with every step of the forward pass timed: where a decode's time goes against
@@ -218,6 +233,8 @@ static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t
         p->ms[i] = 1e3 * prof.seconds[i] / (double)p->tokens;
         p->mb[i] = bytes[i] / 1e6;
     }
+    if (rc == 0) p->attention_arithmetic_ms = 1e3 * llm_attention_arithmetic_seconds(bluelmv_llm(b), context);
+    p->bound_ms = profile_bound(p);
     p->done = rc == 0;
     return rc;
 }
@@ -233,15 +250,22 @@ static void print_profile(const StepProfile *p) {
         if (p->mb[i] > 0)
             printf("  %9.2f MB  %6.2f GB/s = %5.1f%% of the probe (reading its bytes at the probe's rate: %.3f ms)",
                    p->mb[i], p->mb[i] / p->ms[i], 100.0 * p->mb[i] / p->ms[i] / p->bandwidth, p->mb[i] / p->bandwidth);
+        if (i == LLM_STEP_ATTENTION)
+            printf("\n  %-10s %8.3f ms/token  its arithmetic alone, the rows in cache (%lld positions of one KV head "
+                   "timed on one thread, scaled)", "", p->attention_arithmetic_ms, (long long)(p->context < LLM_ATTENTION_PROBE_KEYS ? p->context : LLM_ATTENTION_PROBE_KEYS));
         printf("\n");
     }
     printf("  %-10s %8.3f ms/token  %9.2f MB  %6.2f GB/s = %5.1f%% of the probe (%.3f ms per token in all; the rest "
            "outside the forward pass)\n", "steps", sum, mb, mb / sum, 100.0 * mb / sum / p->bandwidth, p->total_ms);
+    printf("  %-10s %8.3f ms/token  every step reading its bytes at the probe's rate, the attention no faster than its "
+           "arithmetic: at most %.1f%% of the read-bandwidth roofline here; the steps ran at %.1f%% of this "
+           "bound\n", "bound", p->bound_ms, 100.0 * mb / p->bandwidth / p->bound_ms, 100.0 * p->bound_ms / sum);
 }
 
 static void print_profile_json(const StepProfile *p) {
-    printf(", \"decode_profile\": {\"tokens\": %lld, \"context\": %lld, \"bandwidth_gbs\": %.2f, \"total_ms\": %.4f, \"steps\": [",
-           (long long)p->tokens, (long long)p->context, p->bandwidth, p->total_ms);
+    printf(", \"decode_profile\": {\"tokens\": %lld, \"context\": %lld, \"bandwidth_gbs\": %.2f, \"total_ms\": %.4f, "
+           "\"attention_arithmetic_ms\": %.4f, \"bound_ms\": %.4f, \"steps\": [",
+           (long long)p->tokens, (long long)p->context, p->bandwidth, p->total_ms, p->attention_arithmetic_ms, p->bound_ms);
     for (int i = 0; i < LLM_STEPS; i++)
         printf("%s{\"step\": \"%s\", \"ms\": %.4f, \"mb\": %.6f}", i ? ", " : "", llm_step_names[i], p->ms[i], p->mb[i]);
     printf("]}");

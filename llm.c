@@ -593,6 +593,37 @@ static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
     threadpool_run(m->pool, attention_task, &task);
 }
 
+/* ---- the attention's arithmetic alone (bench --profile) -------------------------------------------
+ * A decode step's attention reads every cached K and V row once, but unlike the products it does
+ * ~20 multiply-adds per byte read (group·2 per element of a row), so it can take longer than its
+ * bytes: what its arithmetic alone costs shows how much of the attention's time memory can explain.
+ * The kernel is timed on the first LLM_ATTENTION_PROBE_KEYS positions of layer 0's KV head 0 (their rows fit
+ * in L2, and stay there over repeated calls) on the calling thread, best of ATT_PROBE_TRIES, and
+ * scaled to `context` positions, every layer, and the KV heads the busiest thread takes. */
+enum { ATT_PROBE_CALLS = 20, ATT_PROBE_TRIES = 5 };
+
+double llm_attention_arithmetic_seconds(Llm *m, int64_t context) {
+    const LlmConfig *c = &m->config;
+    int64_t n = context < LLM_ATTENTION_PROBE_KEYS ? context : LLM_ATTENTION_PROBE_KEYS;
+    if (n > m->n_ctx) n = m->n_ctx;
+    if (n < 1) return 0.0;
+    AttentionTask task = {m, 0, 1, n - 1, llm_kv_head_row(m, m->state.key_cache, 0, 0, 0),
+                          llm_kv_head_row(m, m->state.value_cache, 0, 0, 0)};
+    int64_t group = c->n_heads / c->n_kv_heads;
+    for (int64_t i = 0; i < group * c->head_dim; i++) m->state.q[i] = 0.01f * (float)(i % 7);  /* finite scores */
+    double best = 0.0;
+    for (int try = 0; try < ATT_PROBE_TRIES; try++) {
+        attention_group(&task, 0, 0, m->state.att_scores);  /* the rows into cache */
+        double t0 = blv_now();
+        for (int i = 0; i < ATT_PROBE_CALLS; i++) attention_group(&task, 0, 0, m->state.att_scores);
+        double t = (blv_now() - t0) / ATT_PROBE_CALLS;
+        if (try == 0 || t < best) best = t;
+    }
+    int nth = threadpool_size(m->pool);
+    int64_t heads_per_thread = (c->n_kv_heads + nth - 1) / nth;
+    return best / (double)n * (double)context * (double)c->n_layers * (double)heads_per_thread;
+}
+
 /* ---- the per-token steps between the products --------------------------------------------------- */
 
 /* state.xb = rmsnorm(state.x) row by row, first adding state.xb2 into state.x when add_residual:

@@ -173,6 +173,12 @@ void llm_token_embedding(const Llm *m, int32_t token, float *out);
  * (projector outputs) go to llm_eval_embeds as they are, without that LayerNorm. */
 void llm_input_embedding(const Llm *m, int32_t token, float *out);
 
+/* What one decode step's attention over `context` positions costs in arithmetic alone, per token
+ * (seconds): the kernel timed with its K and V rows in cache, scaled to every layer and to the KV
+ * heads the busiest thread takes. Overwrites the query and attention scratch (between steps only). */
+double llm_attention_arithmetic_seconds(Llm *m, int64_t context);
+enum { LLM_ATTENTION_PROBE_KEYS = 512 };  /* the positions it times (fewer if the context is shorter) */
+
 /* Bytes of a weight matrix (what weight_bytes adds up). */
 int64_t llm_matrix_bytes(const Matrix *m);
 /* Row `pos` of KV head kv_head in layer `layer` of m->state.key_cache or value_cache (cache): the

@@ -213,7 +213,9 @@ static const char *bench_usage =
     "      --no-repack      keep Q4_0 weights in the file's layout (default: repacked for AVX-512)\n"
     "      --profile        one more decode repetition and one more prefill, each step of the forward\n"
     "                       pass timed: the decode's against the bytes it reads (GB/s and share of\n"
-    "                       the probe), the prefill's against its operations (GOP/s, share of int8 peak)\n"
+    "                       the probe; the attention also against its arithmetic alone, timed with\n"
+    "                       its rows in cache, and the bound that sets), the prefill's against its\n"
+    "                       operations (GOP/s, share of int8 peak)\n"
     "      --json           print the results as one JSON object on stdout\n";
 
 static const char *tiles_usage =

@@ -314,6 +314,19 @@ static void test_bench_profile(void) {
             if (ms_i && mb_i) ms += ms_i->number, mb += mb_i->number;
         }
         CHECK(ms > 0 && ms <= total->number * 1.0001 + 1e-4, "steps %.4f ms against %.4f ms per token", ms, total->number);
+        /* the bound: every step's bytes at the probe's rate, the attention at least its arithmetic */
+        const JsonValue *arith = json_get(prof, "attention_arithmetic_ms"), *bound = json_get(prof, "bound_ms");
+        const JsonValue *bw = json_get(prof, "bandwidth_gbs");
+        CHECK(arith && bound && bw && arith->number > 0 && bw->number > 0, "no attention arithmetic or bound in %s", out);
+        if (arith && bound && bw && bw->number > 0) {
+            double expect = 0.0;
+            for (size_t i = 0; i < 7; i++) {
+                double read_ms = json_get(json_at(steps, i), "mb")->number / bw->number;
+                expect += i == 2 && arith->number > read_ms ? arith->number : read_ms;
+            }
+            CHECK(fabs(bound->number - expect) <= 1e-3 * expect + 1e-4, "bound %.4f ms, its parts add up to %.4f",
+                  bound->number, expect);
+        }
         CHECK(fabs(mb - 1e3 * gb->number) <= 1e-3 * 1e3 * gb->number + 1e-5, "steps read %.3f MB, a decode step %.3f",
               mb, 1e3 * gb->number);
     }
@@ -336,6 +349,7 @@ static void test_bench_profile(void) {
     snprintf(args, sizeof args, "bench -m %s --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1 --profile", stories_gguf("q8_0"));
     rc = run(args, &out, &err);
     CHECK(rc == 0 && strstr(out, "decode steps") && strstr(out, "attention") && strstr(out, "of the probe") &&
+              strstr(out, "its arithmetic alone") && strstr(out, "of the read-bandwidth roofline here") &&
               strstr(out, "prefill steps") && strstr(out, "of int8 peak ("),
           "bench --profile text: exit %d\n%s", rc, out);
     free(out), free(err);
