@@ -594,12 +594,13 @@ static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
 }
 
 /* ---- the attention's arithmetic alone (bench --profile) -------------------------------------------
- * A decode step's attention reads every cached K and V row once, but unlike the products it does
- * ~20 multiply-adds per byte read (group·2 per element of a row), so it can take longer than its
- * bytes: what its arithmetic alone costs shows how much of the attention's time memory can explain.
- * The kernel is timed on the first LLM_ATTENTION_PROBE_KEYS positions of layer 0's KV head 0 (their rows fit
- * in L2, and stay there over repeated calls) on the calling thread, best of ATT_PROBE_TRIES, and
- * scaled to `context` positions, every layer, and the KV heads the busiest thread takes. */
+ * A decode step's attention reads every cached K and V row once, like a product reads its weights,
+ * but it does `group` float multiply-adds per element read (16 per vector instruction, where the
+ * products' int8 dot products do 64), so it can take longer than its bytes: its arithmetic alone
+ * says how much of its time memory can explain. The kernel is timed on the first
+ * LLM_ATTENTION_PROBE_KEYS positions of layer 0's KV head 0 (rows that fit in L2 and stay there over
+ * repeated calls) on the calling thread, best of ATT_PROBE_TRIES, and scaled to `context`
+ * positions, every layer, and the KV heads the busiest thread takes. */
 enum { ATT_PROBE_CALLS = 20, ATT_PROBE_TRIES = 5 };
 
 double llm_attention_arithmetic_seconds(Llm *m, int64_t context) {
