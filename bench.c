@@ -250,9 +250,11 @@ static void print_profile(const StepProfile *p) {
         if (p->mb[i] > 0)
             printf("  %9.2f MB  %6.2f GB/s = %5.1f%% of the probe (reading its bytes at the probe's rate: %.3f ms)",
                    p->mb[i], p->mb[i] / p->ms[i], 100.0 * p->mb[i] / p->ms[i] / p->bandwidth, p->mb[i] / p->bandwidth);
-        if (i == LLM_STEP_ATTENTION)
+        if (i == LLM_STEP_ATTENTION) {
+            int64_t timed = p->context < LLM_ATTENTION_PROBE_KEYS ? p->context : LLM_ATTENTION_PROBE_KEYS;
             printf("\n  %-10s %8.3f ms/token  its arithmetic alone, the rows in cache (%lld positions of one KV head "
-                   "timed on one thread, scaled)", "", p->attention_arithmetic_ms, (long long)(p->context < LLM_ATTENTION_PROBE_KEYS ? p->context : LLM_ATTENTION_PROBE_KEYS));
+                   "timed on one thread, scaled)", "", p->attention_arithmetic_ms, (long long)timed);
+        }
         printf("\n");
     }
     printf("  %-10s %8.3f ms/token  %9.2f MB  %6.2f GB/s = %5.1f%% of the probe (%.3f ms per token in all; the rest "

@@ -370,27 +370,27 @@ void llm_prepare_weights(Llm *m) {
      * whose rows are looked up: it stays) */
     LlmWeights *w = &m->weights;
     int64_t n = 0, total = 0;
-    Matrix **todo = malloc(sizeof *todo * (size_t)(m->config.n_layers * LAYER_MATRICES + 1));
-    if (!todo) return;
+    Matrix **to_repack = malloc(sizeof *to_repack * (size_t)(m->config.n_layers * LAYER_MATRICES + 1));
+    if (!to_repack) return;
     for (int64_t l = 0; l < m->config.n_layers; l++) {
         Matrix *mats[LAYER_MATRICES];
         layer_matrices(&w->layers[l], mats);
-        for (int i = 0; i < LAYER_MATRICES; i++) todo[n++] = mats[i];
+        for (int i = 0; i < LAYER_MATRICES; i++) to_repack[n++] = mats[i];
     }
-    if (!m->config.tied_output) todo[n++] = &w->output;
-    for (int64_t i = 0; i < n; i++) total += repacked_bytes(todo[i]);
+    if (!m->config.tied_output) to_repack[n++] = &w->output;
+    for (int64_t i = 0; i < n; i++) total += repacked_bytes(to_repack[i]);
     BlvError ignored;
     w->repacked = total > 0 ? blv_alloc_large((size_t)total, "repacked weights", &ignored) : NULL;
     if (w->repacked) {  /* (without it, not enough memory: the file's layout works too) */
         w->repacked_bytes = total;
         uint8_t *next = w->repacked;
         for (int64_t i = 0; i < n; i++) {
-            int64_t bytes = repacked_bytes(todo[i]);
-            if (bytes > 0) repack_matrix(m, todo[i], (BlockQ4_0x16 *)next);
+            int64_t bytes = repacked_bytes(to_repack[i]);
+            if (bytes > 0) repack_matrix(m, to_repack[i], (BlockQ4_0x16 *)next);
             next += bytes;
         }
     }
-    free(todo);
+    free(to_repack);
     m->weight_bytes = sum_weight_bytes(m);  /* padding to whole 16-row groups can add a little */
     m->repack_seconds = blv_now() - t0;
 }

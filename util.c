@@ -106,8 +106,9 @@ void *blv_alloc_large(size_t bytes, const char *what, BlvError *err) {
         return NULL;
     }
     uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
-    if (p > raw) munmap(raw, (size_t)(p - raw));
-    if (raw + span + HUGE_PAGE > p + span) munmap(p + span, (size_t)(raw + span + HUGE_PAGE - (p + span)));
+    size_t head = (size_t)(p - raw), tail = HUGE_PAGE - head;  /* tail > 0: raw is page-aligned */
+    if (head > 0) munmap(raw, head);
+    munmap(p + span, tail);
 #if defined(MADV_HUGEPAGE)
     madvise(p, span, MADV_HUGEPAGE);  /* advice only: 4 KiB pages if the kernel declines */
 #endif
