@@ -59,8 +59,8 @@ static double max_of(const double *v, int n) {
  * regimes; the median is the typical one), and the int8 dot-product peak, their best: the probe
  * runs in registers, so another job on the machine can only lower it (one run's median once came
  * out at half the usual peak and a prefill printed 104.7% of it). */
-static void probe_limits(ThreadPool *pool, double *bandwidth, double *peak) {
-    fprintf(stderr, "bench: probing read bandwidth and int8 peak...\n");
+static void probe_limits(ThreadPool *pool, double *bandwidth, double *peak, double *round_trip_ns) {
+    fprintf(stderr, "bench: probing read bandwidth, int8 peak and the threads' round trip...\n");
     double bw_runs[5], peak_runs[5];
     for (int r = 0; r < 5; r++) {
         bw_runs[r] = probe_read_bandwidth(pool, (int64_t)256 << 20);
@@ -68,6 +68,14 @@ static void probe_limits(ThreadPool *pool, double *bandwidth, double *peak) {
     }
     *bandwidth = median(bw_runs, 5);
     *peak = max_of(peak_runs, 5);
+    *round_trip_ns = threadpool_round_trip_ns(pool);
+}
+
+/* The threads' round trip, and what it says about the two cores this VM was given (util.h). */
+static void print_round_trip(double ns) {
+    if (ns < 0) return;
+    printf("thread hand-off  %.0f ns round trip between threads 0 and 1 (median of 5)%s\n", ns,
+           ns > 200 ? ": the cores are far apart (each has its own path to memory; every hand-off costs more)" : "");
 }
 
 /* The ceiling of a GEMM with Q8_0 block scales (quant.h: probe_int8_block_scaled), the best of 5 as
@@ -397,8 +405,8 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         m->profile = NULL;
         if (rc == 0) finish_prefill_profile(m, &lp, o->prompt_tokens, total, &pprof);
     }
-    double bandwidth, peak;
-    probe_limits(pool, &bandwidth, &peak);
+    double bandwidth, peak, round_trip_ns;
+    probe_limits(pool, &bandwidth, &peak, &round_trip_ns);
     if (rc == 0) {
         double tg_med = median(tg, o->reps), pp_med = median(pp, o->reps);
         double tg_fraction = median(tg_frac, o->reps), tg_bandwidth = median(tg_bw, o->reps);
@@ -411,11 +419,11 @@ int bench_run(const BenchOptions *o, BlvError *err) {
                    "\"tg_depth\": %lld, \"tg_gb_per_token\": %.9f, "
                    "\"tg_tok_s\": %.3f, \"tg_roofline_fraction\": %.4f, \"pp_tokens\": %lld, \"pp_tok_s\": %.3f, "
                    "\"pp_gops\": %.2f, \"pp_peak_fraction\": %.4f, \"peak_rss_gb\": %.3f, \"repacked_matrices\": %lld, "
-                   "\"repack_s\": %.3f",
+                   "\"repack_s\": %.3f, \"round_trip_ns\": %.1f",
                    o->model_path, threadpool_size(pool), quant_kernel_name(), type_name(m->kv_type), t_load, bandwidth,
                    tg_bandwidth, peak, gb_per_token,
                    (long long)o->depth, tg_gb, tg_med, tg_fraction, (long long)o->prompt_tokens, pp_med, pp_gops, pp_fraction, rss,
-                   (long long)m->repacked_matrices, m->repack_seconds);
+                   (long long)m->repacked_matrices, m->repack_seconds, round_trip_ns);
             if (prof.done) print_profile_json(&prof);
             if (pprof.done) print_prefill_profile_json(&pprof);
             printf("}\n");
@@ -428,6 +436,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
             printf("read bandwidth   %.2f GB/s (probe of a fresh 256 MiB buffer, median of 5); %.2f GB/s over the "
                    "decode's own memory (median of the probes beside each repetition)\n", bandwidth, tg_bandwidth);
             printf("int8 peak        %.1f GOP/s (probe, best of 5)\n", peak);
+            print_round_trip(round_trip_ns);
             printf("tg               %.2f tok/s at depth %lld = %.2f GB/s of weights and KV cache (%.3f GB per token) "
                    "= %.1f%% of the read bandwidth beside it (median of %d)\n",
                    tg_med, (long long)o->depth, tg_gb * tg_med, tg_gb, 100.0 * tg_fraction, o->reps);
@@ -608,8 +617,8 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     free(dec), free(dec_ids);
     double gb_per_token = (double)m->weight_bytes / 1e9;
     double ops = prefill_ops(m, main_run.n_input);
-    double bandwidth, peak;
-    probe_limits(m->pool, &bandwidth, &peak);
+    double bandwidth, peak, round_trip_ns;
+    probe_limits(m->pool, &bandwidth, &peak, &round_trip_ns);
     double scaled_peak = probe_block_scaled(m->pool);
     double vit_gops = vit_ops * (double)img->n_images / img->blocks_s / 1e9;
     double encode_total = img->decode_s + img->preprocess_s + img->encode_s;
@@ -620,12 +629,12 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
                "\"image_tokens\": %lld, \"encode_s\": %.3f, \"patch_embed_s\": %.3f, \"patch_embed_hidden_s\": %.3f, \"patch_embed_after_first_s\": %.3f, "
                "\"vit_blocks_s\": %.3f, \"vit_gops\": %.1f, \"block_scaled_peak_gops\": %.1f, \"input_tokens\": %lld, \"prefill_s\": %.3f, \"decode_tok_s\": %.3f, "
                "\"decode_roofline_fraction\": %.4f, \"ttft_s\": %.3f, \"peak_rss_gb\": %.3f, \"decode_memory_bandwidth_gbs\": %.2f, "
-               "\"repack_s\": %.3f",
+               "\"repack_s\": %.3f, \"round_trip_ns\": %.1f",
                o->n_threads, quant_kernel_name(), type_name(m->kv_type), bandwidth, peak, gb_per_token, vit_gb, load_s, img->grid_w,
                img->grid_h, (long long)img->n_images, (long long)img->n_tokens, encode_total, img->conv_s,
                img->conv_hidden_s, img->conv_s - img->conv_first_s, img->blocks_s, vit_gops, scaled_peak, (long long)main_run.n_input, main_run.prefill_s,
                decode_tok_s, decode_fraction, main_run.ttft_s, peak_rss, decode_bw,
-               m->repack_seconds);
+               m->repack_seconds, round_trip_ns);
         if (prof.done) print_profile_json(&prof);
         if (pprof.done) print_prefill_profile_json(&pprof);
         printf("}\n");
@@ -636,6 +645,7 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
     printf("bluelmv bench — the paper's Table 5 setup on this machine (%d threads, kernels %s, KV cache %s; the paper's "
            "is INT8: --kv q8_0)\n", o->n_threads, quant_kernel_name(), type_name(m->kv_type));
     printf("machine limits   read bandwidth %.2f GB/s, int8 peak %.1f GOP/s (probes)\n", bandwidth, peak);
+    print_round_trip(round_trip_ns);
     printf("models           LLM %.3f GB of matrices, ViT+projector %.3f GB; load %.3f s\n", gb_per_token, vit_gb, load_s);
     printf("image            %s: %dx%d -> grid %d:%d, %d tiles + %d thumbnail = %lld ViT inputs, %lld image tokens\n",
            image == synthetic ? "synthetic" : image, img->width, img->height, img->grid_w, img->grid_h, img->n_tiles,

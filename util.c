@@ -286,6 +286,50 @@ void threadpool_free(ThreadPool *pool) {
 
 int threadpool_size(const ThreadPool *pool) { return pool ? pool->n_threads : 1; }
 
+/* ---- the threads' round trip ------------------------------------------------------------------
+ * Threads 0 and 1 hand one cache line back and forth: thread 0 waits for an even value and writes
+ * the next odd one, thread 1 the reverse, ROUND_TRIPS times; the others return at once. */
+enum { ROUND_TRIPS = 10000, ROUND_TRIP_RUNS = 5 };
+
+typedef struct {
+    _Alignas(64) atomic_llong turn;
+} RoundTrip;
+
+static void round_trip_task(void *ctx, int ith, int nth) {
+    (void)nth;
+    RoundTrip *r = ctx;
+    if (ith > 1) return;
+    for (long long i = 0; i < ROUND_TRIPS; i++) {
+        long long wait_for = 2 * i + ith;
+        for (unsigned spins = 1; atomic_load(&r->turn) != wait_for; spins++) {
+            cpu_relax();
+            if (spins % SPIN_ITERATIONS == 0) sched_yield();  /* more threads than cores: let the other run */
+        }
+        atomic_store(&r->turn, wait_for + 1);
+    }
+}
+
+static int cmp_seconds(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double threadpool_round_trip_ns(ThreadPool *pool) {
+    if (threadpool_size(pool) < 2) return -1.0;
+    RoundTrip *r = aligned_alloc(64, sizeof *r);
+    if (!r) return -1.0;
+    double runs[ROUND_TRIP_RUNS];
+    for (int i = 0; i < ROUND_TRIP_RUNS; i++) {
+        atomic_init(&r->turn, 0);
+        double t0 = blv_now();
+        threadpool_run(pool, round_trip_task, r);
+        runs[i] = (blv_now() - t0) / ROUND_TRIPS * 1e9;
+    }
+    free(r);
+    qsort(runs, ROUND_TRIP_RUNS, sizeof runs[0], cmp_seconds);
+    return runs[ROUND_TRIP_RUNS / 2];
+}
+
 void threadpool_run(ThreadPool *pool, ThreadTask fn, void *ctx) {
     if (!pool || pool->n_threads == 1) {
         fn(ctx, 0, 1);

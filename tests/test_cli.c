@@ -279,6 +279,7 @@ static void test_bench_depth(void) {
     CHECK(strstr(out, "\"tg_depth\": 20,") != NULL, "JSON lacks the depth: %s", out);
     CHECK(strstr(out, "\"tg_tok_s\": ") != NULL, "JSON lacks tg_tok_s: %s", out);
     CHECK(strstr(out, "\"kv_cache\": \"f16\"") != NULL, "JSON lacks the KV cache type (default f16): %s", out);
+    CHECK(strstr(out, "\"round_trip_ns\": -1.0") != NULL, "one thread: no round trip to measure: %s", out);
     free(out), free(err);
     snprintf(args, sizeof args, "bench -m %s --depth 100000 --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1",
              stories_gguf("f32"));
@@ -302,6 +303,8 @@ static void test_bench_profile(void) {
     CHECK(json_parse(&doc, "bench output", out, strlen(out), &jerr) == 0, "bench --profile --json: %s", jerr.msg);
     const JsonValue *prof = json_get(&doc.root, "decode_profile"), *steps = json_get(prof, "steps");
     const JsonValue *gb = json_get(&doc.root, "tg_gb_per_token"), *total = json_get(prof, "total_ms");
+    const JsonValue *rt = json_get(&doc.root, "round_trip_ns");
+    CHECK(rt && rt->type == JSON_NUMBER && rt->number > 0, "two threads: no round trip in %s", out);
     CHECK(steps && steps->type == JSON_ARRAY && steps->count == 7 && gb && total, "no decode_profile in %s", out);
     if (steps && gb && total && steps->count == 7) {
         const char *names[7] = {"norms", "q,k,v", "attention", "wo", "gate,up", "down", "output"};

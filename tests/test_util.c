@@ -10,6 +10,8 @@
 
 #include "util.h"
 
+#include <math.h>
+
 /* split_range covers [0, n) exactly once, in order, with aligned starts. */
 static void test_split_range(void) {
     const int64_t ns[] = {0, 1, 7, 32, 33, 1000, 4097};
@@ -67,6 +69,23 @@ static void test_threadpool_runs_every_thread_once(void) {
         threadpool_free(pool);
     }
     threadpool_run(NULL, count_task, &(CountTask){.seen = (int[1]){0}});  /* NULL pool: caller only */
+}
+
+/* The round-trip probe finishes with any pool size (threads past the second return at once) and
+ * gives a positive time with two or more threads, -1 with one; what it measures cannot be checked
+ * against anything here, only that it is a time. */
+static void test_threadpool_round_trip(void) {
+    for (int n = 1; n <= 3; n++) {
+        BlvError err;
+        ThreadPool *pool = threadpool_create(n, &err);
+        CHECK(pool != NULL, "%s", err.msg);
+        if (!pool) continue;
+        double ns = threadpool_round_trip_ns(pool);
+        if (n == 1) CHECK(ns == -1.0, "one thread: %g ns", ns);
+        else CHECK(ns > 0.0 && isfinite(ns), "%d threads: %g ns", n, ns);
+        threadpool_free(pool);
+    }
+    CHECK(threadpool_round_trip_ns(NULL) == -1.0, "NULL pool");
 }
 
 /* Released pages of a file mapping leave the resident set and read the file's bytes again when
@@ -127,6 +146,7 @@ static void test_alloc_large(void) {
 void suite_util(void) {
     RUN_TEST(test_split_range);
     RUN_TEST(test_threadpool_runs_every_thread_once);
+    RUN_TEST(test_threadpool_round_trip);
     RUN_TEST(test_release_mapped_pages);
     RUN_TEST(test_alloc_large);
 }
