@@ -36,16 +36,6 @@ BenchOptions bench_default_options(void) {
     return o;
 }
 
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, compare_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static int64_t matrix_elems(const Matrix *m) { return m->rows * m->cols; }
 
 static double max_of(const double *v, int n) {
@@ -66,16 +56,19 @@ static void probe_limits(ThreadPool *pool, double *bandwidth, double *peak, doub
         bw_runs[r] = probe_read_bandwidth(pool, (int64_t)256 << 20);
         peak_runs[r] = probe_int8_peak(pool);
     }
-    *bandwidth = median(bw_runs, 5);
+    *bandwidth = blv_median(bw_runs, 5);
     *peak = max_of(peak_runs, 5);
     *round_trip_ns = threadpool_round_trip_ns(pool);
 }
 
-/* The threads' round trip, and what it says about the two cores this VM was given (util.h). */
+/* The threads' round trip, and what it says about the two cores this VM was given (util.h): ~40-90
+ * ns measured with the cores close, ~330 ns with them far apart; the line between is this. */
+enum { FAR_CORES_ROUND_TRIP_NS = 200 };
+
 static void print_round_trip(double ns) {
     if (ns < 0) return;
     printf("thread hand-off  %.0f ns round trip between threads 0 and 1 (median of 5)%s\n", ns,
-           ns > 200 ? ": the cores are far apart (each has its own path to memory; every hand-off costs more)" : "");
+           ns > FAR_CORES_ROUND_TRIP_NS ? ": the cores are far apart (each has its own path to memory; every hand-off costs more)" : "");
 }
 
 /* The ceiling of a GEMM with Q8_0 block scales (quant.h: probe_int8_block_scaled), the best of 5 as
@@ -408,8 +401,8 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     double bandwidth, peak, round_trip_ns;
     probe_limits(pool, &bandwidth, &peak, &round_trip_ns);
     if (rc == 0) {
-        double tg_med = median(tg, o->reps), pp_med = median(pp, o->reps);
-        double tg_fraction = median(tg_frac, o->reps), tg_bandwidth = median(tg_bw, o->reps);
+        double tg_med = blv_median(tg, o->reps), pp_med = blv_median(pp, o->reps);
+        double tg_fraction = blv_median(tg_frac, o->reps), tg_bandwidth = blv_median(tg_bw, o->reps);
         double gb_per_token = (double)m->weight_bytes / 1e9;
         double pp_gops = prefill_ops(m, o->prompt_tokens) / 1e9 * pp_med / (double)o->prompt_tokens;
         double pp_fraction = pp_gops / peak;
@@ -590,8 +583,8 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
         dec[r] = d.tok_s, dec_bw[r] = d.bandwidth, dec_frac[r] = d.fraction;
     }
     if (isatty(2)) fprintf(stderr, "\n");
-    double decode_tok_s = median(dec, o->reps), decode_bw = median(dec_bw, o->reps);
-    double decode_fraction = median(dec_frac, o->reps);
+    double decode_tok_s = blv_median(dec, o->reps), decode_bw = blv_median(dec_bw, o->reps);
+    double decode_fraction = blv_median(dec_frac, o->reps);
     StepProfile prof = {0};
     PrefillProfile pprof = {0};
     if (o->profile) {

@@ -933,11 +933,6 @@ void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_
 
 /* ---- machine probes --------------------------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 enum { PROBE_RUNS = 5 };
 
 typedef struct {
@@ -978,8 +973,7 @@ static double median_run_time(ThreadPool *pool, ThreadTask fn, ProbeTask *q) {
         threadpool_run(pool, fn, q);
         times[i] = blv_now() - t0;
     }
-    qsort(times, PROBE_RUNS, sizeof times[0], cmp_double);
-    return times[PROBE_RUNS / 2];
+    return blv_median(times, PROBE_RUNS);
 }
 
 /* Times reading the spans (already page-aligned and whole pages); a warm-up pass first. */

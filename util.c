@@ -63,6 +63,16 @@ double blv_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double blv_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 int64_t blv_peak_rss_bytes(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
@@ -309,11 +319,6 @@ static void round_trip_task(void *ctx, int ith, int nth) {
     }
 }
 
-static int cmp_seconds(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 double threadpool_round_trip_ns(ThreadPool *pool) {
     if (threadpool_size(pool) < 2) return -1.0;
     RoundTrip *r = aligned_alloc(64, sizeof *r);
@@ -326,8 +331,7 @@ double threadpool_round_trip_ns(ThreadPool *pool) {
         runs[i] = (blv_now() - t0) / ROUND_TRIPS * 1e9;
     }
     free(r);
-    qsort(runs, ROUND_TRIP_RUNS, sizeof runs[0], cmp_seconds);
-    return runs[ROUND_TRIP_RUNS / 2];
+    return blv_median(runs, ROUND_TRIP_RUNS);
 }
 
 void threadpool_run(ThreadPool *pool, ThreadTask fn, void *ctx) {

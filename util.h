@@ -33,6 +33,8 @@ void *blv_malloc(size_t n, const char *what, BlvError *err);
 void *blv_calloc(size_t count, size_t size, const char *what, BlvError *err);
 
 double blv_now(void);                 /* monotonic seconds */
+/* The median of v[0..n) (n > 0; the mean of the middle two when n is even); sorts v in place. */
+double blv_median(double *v, int n);
 int64_t blv_peak_rss_bytes(void);     /* peak resident set size of this process, or -1 */
 int64_t blv_current_rss_bytes(void);  /* current resident set size, or -1 */
 

@@ -71,6 +71,15 @@ static void test_threadpool_runs_every_thread_once(void) {
     threadpool_run(NULL, count_task, &(CountTask){.seen = (int[1]){0}});  /* NULL pool: caller only */
 }
 
+/* The median of an odd count is the middle value, of an even count the mean of the middle two,
+ * whatever the order. */
+static void test_median(void) {
+    double odd[] = {3.0, -1.0, 2.0, 9.0, 0.5}, even[] = {4.0, 1.0, 3.0, 2.0}, one[] = {7.0};
+    CHECK(blv_median(odd, 5) == 2.0, "odd: %g", blv_median(odd, 5));
+    CHECK(blv_median(even, 4) == 2.5, "even: %g", blv_median(even, 4));
+    CHECK(blv_median(one, 1) == 7.0, "one: %g", blv_median(one, 1));
+}
+
 /* The round-trip probe finishes with any pool size (threads past the second return at once) and
  * gives a positive time with two or more threads, -1 with one; what it measures cannot be checked
  * against anything here, only that it is a time. */
@@ -146,6 +155,7 @@ static void test_alloc_large(void) {
 void suite_util(void) {
     RUN_TEST(test_split_range);
     RUN_TEST(test_threadpool_runs_every_thread_once);
+    RUN_TEST(test_median);
     RUN_TEST(test_threadpool_round_trip);
     RUN_TEST(test_release_mapped_pages);
     RUN_TEST(test_alloc_large);
