@@ -253,6 +253,15 @@ static int alloc_state(Llm *m, BlvError *err) {
     }
     if (!(s->scratch = blv_malloc((size_t)s->scratch_bytes, "matmul scratch", err))) return -1;
 
+    /* the decode task's per-thread areas, each on its own cache lines */
+    int64_t widest = c->dim > q_dim ? c->dim : q_dim;
+    if (c->ffn_dim > widest) widest = c->ffn_dim;
+    s->decode_xb_stride = (c->dim + 15) / 16 * 16;
+    s->decode_input_bytes = (matvec_input_bytes(widest) + 63) / 64 * 64;
+    if (!(s->decode_xb = blv_malloc_lines((size_t)(nth * s->decode_xb_stride) * fl, "decode activations", err)) ||
+        !(s->decode_input = blv_malloc_lines((size_t)(nth * s->decode_input_bytes), "decode activations", err)))
+        return -1;
+
     s->kv_row_bytes = type_row_bytes(m->kv_type, kv_dim);
     s->kv_head_row_bytes = type_row_bytes(m->kv_type, c->head_dim);
     s->kv_positions = (m->n_ctx + OPS_KV_KEYS - 1) / OPS_KV_KEYS * OPS_KV_KEYS;  /* whole key blocks */
@@ -328,7 +337,7 @@ void llm_free(Llm *m) {
     free(w->output_norm);
     LlmState *s = &m->state;
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att_out, s->att_scores, s->hb, s->hb2,
-                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache};
+                    s->rope_cos, s->rope_sin, s->scratch, s->key_cache, s->value_cache, s->decode_xb, s->decode_input};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     threadpool_free(m->pool);
     memset(m, 0, sizeof *m);
@@ -725,6 +734,143 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
     step_done(m, LLM_STEP_OUTPUT, &t);
 }
 
+/* ---- decode: one token's layers in one task ---------------------------------------------------
+ * forward_chunk with one token dispatches five tasks per layer, and before four of them the calling
+ * thread quantizes the product's input alone while the others wait. When the VM's two cores sit far
+ * apart (bench's `thread hand-off`, ~330 ns round trip) each of those hand-offs costs microseconds
+ * of idle memory bus. Here the whole token is one task: every thread quantizes each product's input
+ * into its own area and computes the rows matmul would give it, and the threads meet at a barrier
+ * only where a step needs what the others wrote (four per layer). The arithmetic is forward_chunk's
+ * with T = 1, operation for operation, so the logits are the same bit for bit. */
+typedef struct {
+    Llm *m;
+    int64_t pos;
+    float *logits;          /* (vocab) or NULL */
+    int heads_follow_rows;  /* each thread's q, k, v rows are exactly the heads it attends: no barrier */
+} DecodeTask;
+
+/* A thread's product input: x, prepared (quantized) for the weight type of the last product. */
+typedef struct {
+    void *area;             /* decode_input_bytes */
+    const float *x;
+    int64_t n;
+    int prepared_type;      /* -1: not yet */
+} ThreadInput;
+
+static void set_input(ThreadInput *in, const float *x, int64_t n) {
+    in->x = x;
+    in->n = n;
+    in->prepared_type = -1;
+}
+
+/* Thread ith's rows of out = W x (the rows matmul gives it); returns them in [*r0, *r1). */
+static void own_rows(ThreadInput *in, const Matrix *w, float *out, int ith, int nth, int64_t *r0, int64_t *r1) {
+    if (in->prepared_type != w->type) {  /* matmul quantizes with the kernels of each weight type */
+        matvec_prepare_input(w->type, in->x, in->n, in->area);
+        in->prepared_type = w->type;
+    }
+    split_range(w->rows, ith, nth, MATVEC_ROW_ALIGN, r0, r1);
+    matvec_rows(out, w->data, w->type, w->cols, w->rows, in->x, in->area, *r0, *r1);
+}
+
+/* hidden_states = residual + hidden_states, on rows [r0, r1) */
+static void add_rows(float *x, const float *y, int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; i++) x[i] += y[i];
+}
+
+/* step_done on the thread that reports (thread 0); its waits at the barriers count in the step. */
+static void lead_step_done(Llm *m, int ith, int step, double *t) {
+    if (ith == 0) step_done(m, step, t);
+}
+
+static void decode_task(void *ctx, int ith, int nth) {
+    const DecodeTask *d = ctx;
+    Llm *m = d->m;
+    const LlmConfig *c = &m->config;
+    LlmState *s = &m->state;
+    int64_t dim = c->dim, r0, r1, unused0, unused1;
+    float *xb = s->decode_xb + ith * s->decode_xb_stride;
+    ThreadInput in = {(uint8_t *)s->decode_input + ith * s->decode_input_bytes, NULL, 0, -1};
+    double t = m->profile && ith == 0 ? blv_now() : 0.0;
+
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const LlmLayer *L = &m->weights.layers[l];
+        /* hidden_states = self.input_layernorm(hidden_states)   (every thread the whole row) */
+        rmsnorm(xb, s->x, L->attn_norm, dim, c->rms_eps);
+        lead_step_done(m, ith, LLM_STEP_NORM, &t);
+        /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
+        set_input(&in, xb, dim);
+        own_rows(&in, &L->wq, s->q, ith, nth, &unused0, &unused1);
+        own_rows(&in, &L->wk, s->k, ith, nth, &unused0, &unused1);
+        own_rows(&in, &L->wv, s->v, ith, nth, &unused0, &unused1);
+        if (!d->heads_follow_rows) threadpool_barrier(m->pool);
+        lead_step_done(m, ith, LLM_STEP_QKV, &t);
+        /* RoPE, the KV cache update and the attention of this thread's KV heads (attention_task) */
+        AttentionTask att = {m, l, 1, d->pos, llm_kv_head_row(m, s->key_cache, l, 0, 0),
+                             llm_kv_head_row(m, s->value_cache, l, 0, 0)};
+        attention_task(&att, ith, nth);
+        threadpool_barrier(m->pool);  /* every head's output in att_out */
+        lead_step_done(m, ith, LLM_STEP_ATTENTION, &t);
+        /* attn_output = self.o_proj(attn_output); hidden_states = residual + hidden_states */
+        set_input(&in, s->att_out, c->n_heads * c->head_dim);
+        own_rows(&in, &L->wo, s->xb2, ith, nth, &r0, &r1);
+        add_rows(s->x, s->xb2, r0, r1);
+        threadpool_barrier(m->pool);  /* the whole residual row updated */
+        lead_step_done(m, ith, LLM_STEP_WO, &t);
+        /* hidden_states = self.post_attention_layernorm(hidden_states) */
+        rmsnorm(xb, s->x, L->ffn_norm, dim, c->rms_eps);
+        lead_step_done(m, ith, LLM_STEP_NORM, &t);
+        /* down_proj(act_fn(gate_proj(x)) * up_proj(x)): this thread's gate and up rows, then SwiGLU on them */
+        set_input(&in, xb, dim);
+        own_rows(&in, &L->w_gate, s->hb, ith, nth, &r0, &r1);
+        own_rows(&in, &L->w_up, s->hb2, ith, nth, &unused0, &unused1);
+        if (r0 < r1) ops_swiglu(s->hb + r0, s->hb2 + r0, r1 - r0);
+        threadpool_barrier(m->pool);  /* all of SiLU(gate) * up in hb */
+        lead_step_done(m, ith, LLM_STEP_FFN_UP, &t);
+        set_input(&in, s->hb, c->ffn_dim);
+        own_rows(&in, &L->w_down, s->xb2, ith, nth, &r0, &r1);
+        add_rows(s->x, s->xb2, r0, r1);
+        threadpool_barrier(m->pool);  /* the layer's output in x */
+        lead_step_done(m, ith, LLM_STEP_FFN_DOWN, &t);
+        /* (the others only read x until the next barrier) */
+        if (m->dump && ith == 0) {
+            char stage[32];
+            snprintf(stage, sizeof stage, "llm_block_%lld", (long long)l);
+            m->dump(m->dump_user, stage, d->pos, 1, dim, s->x);
+        }
+        lead_step_done(m, ith, LLM_STEP_NORM, &t);
+    }
+    if (!d->logits) return;
+    /* hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states) */
+    rmsnorm(xb, s->x, m->weights.output_norm, dim, c->rms_eps);
+    set_input(&in, xb, dim);
+    own_rows(&in, &m->weights.output, d->logits, ith, nth, &unused0, &unused1);
+    lead_step_done(m, ith, LLM_STEP_OUTPUT, &t);
+}
+
+/* Whether every thread's q, k and v rows (split as matmul splits them) are the rows of the query and
+ * KV heads it attends (split_range over the KV heads): then its attention needs nothing another
+ * thread wrote. (bluelm-v-3b with 2 threads: 16 query heads of 80 = 1280 rows, 4 KV heads = 320.) */
+static int heads_follow_rows(const Llm *m) {
+    const LlmConfig *c = &m->config;
+    int nth = threadpool_size(m->pool);
+    int64_t group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
+    for (int ith = 0; ith < nth; ith++) {
+        int64_t h0, h1, q0, q1, k0, k1;
+        split_range(c->n_kv_heads, ith, nth, 1, &h0, &h1);
+        split_range(c->n_heads * hd, ith, nth, MATVEC_ROW_ALIGN, &q0, &q1);
+        split_range(c->n_kv_heads * hd, ith, nth, MATVEC_ROW_ALIGN, &k0, &k1);
+        if (q0 != h0 * group * hd || q1 != h1 * group * hd || k0 != h0 * hd || k1 != h1 * hd) return 0;
+    }
+    return 1;
+}
+
+/* One token (its input embedding in state.x) at position pos; logits (vocab) when not NULL. */
+static void decode_token(Llm *m, int64_t pos, float *logits) {
+    DecodeTask task = {m, pos, logits, heads_follow_rows(m)};
+    threadpool_run(m->pool, decode_task, &task);
+}
+
 void llm_token_embedding(const Llm *m, int32_t token, float *out) {
     const Matrix *e = &m->weights.token_embd;
     const uint8_t *row = (const uint8_t *)e->data + (size_t)token * (size_t)type_row_bytes(e->type, e->cols);
@@ -750,7 +896,10 @@ static int eval_chunks(Llm *m, const void *src, int64_t n, FillFn fill, float *l
         int64_t T = n - i0 < m->chunk ? n - i0 : m->chunk;
         fill(m, src, i0, T);
         int last_chunk = i0 + T == n;
-        if (logits && logits_all) forward_chunk(m, T, m->n_past, logits + i0 * vocab, 0);
+        if (T == 1 && !m->split_decode) {
+            float *out = logits && logits_all ? logits + i0 * vocab : logits && last_chunk ? logits : NULL;
+            decode_token(m, m->n_past, out);
+        } else if (logits && logits_all) forward_chunk(m, T, m->n_past, logits + i0 * vocab, 0);
         else if (logits && last_chunk) forward_chunk(m, T, m->n_past, logits, T - 1);
         else forward_chunk(m, T, m->n_past, NULL, T);
         m->n_past += T;

@@ -94,6 +94,9 @@ typedef struct {
     float *rope_sin;        /* (n_ctx, rope_dim / 2) */
     void *scratch;          /* quantized activations for matmul */
     int64_t scratch_bytes;
+    float *decode_xb;       /* (n_threads, decode_xb_stride) each thread's normed input in the decode task */
+    void *decode_input;     /* n_threads areas of decode_input_bytes: each thread's product input, quantized */
+    int64_t decode_xb_stride, decode_input_bytes;
     void *key_cache;        /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type; F16, Q8_0: keys in blocks (llm_kv_head_row) */
     void *value_cache;      /* (n_layers, n_kv_heads, kv_positions, head_dim) of kv_type */
     int64_t kv_positions;   /* positions per KV head in the caches: n_ctx rounded up to whole key blocks */
@@ -137,6 +140,8 @@ typedef struct {
     int weights_prepared;   /* llm_prepare_weights has run */
     int64_t repacked_matrices;
     double repack_seconds;  /* what llm_prepare_weights took */
+    int split_decode;       /* 1: one token runs as a pool task per step, as a chunk does (tests, A/B);
+                               0 (default): all its layers in one task (decode_task in llm.c) */
     LlmProfile *profile;    /* NULL: the steps are not timed */
     LlmDumpFn dump;         /* NULL: no dumps */
     void *dump_user;

@@ -901,6 +901,38 @@ void matmul_swiglu(ThreadPool *pool, MatmulPart gate, MatmulPart up, const float
     run_parts(pool, parts, 2, x, n_in, T, scratch, 1);
 }
 
+/* ---- one token, rows chosen by the caller ------------------------------------------------------
+ * The input area is scratch_layout(n_in, 1): xq, then xsum, as matmul lays out its scratch. */
+int64_t matvec_input_bytes(int64_t n_in) { return scratch_layout(n_in, 1).end; }
+
+void matvec_prepare_input(int wtype, const float *x, int64_t n_in, void *input) {
+    if (!is_quantized(wtype)) return;
+    ScratchLayout s = scratch_layout(n_in, 1);
+    kernels_for(wtype)->quantize_q8_0(x, (BlockQ8_0 *)((uint8_t *)input + s.xq), (int32_t *)((uint8_t *)input + s.xsum),
+                                      n_in);
+}
+
+/* gemv_task's and float_task's work for one token on rows [r0, r1) */
+void matvec_rows(float *out, const void *W, int wtype, int64_t n_in, int64_t n_out, const float *x, const void *input,
+                 int64_t r0, int64_t r1) {
+    MatmulTask task;
+    init_task(&task, out, W, wtype, x, n_in, n_out, 1);
+    if (r0 >= r1) return;
+    if (is_quantized(wtype)) {
+        ScratchLayout s = scratch_layout(n_in, 1);
+        task.job.xq = (BlockQ8_0 *)((uint8_t *)input + s.xq);
+        task.job.xsum = (int32_t *)((uint8_t *)input + s.xsum);
+        task.k->gemv_q(&task.job, 0, 1, r0, r1);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nrows = (int)min64(4, r1 - r);
+        float res[4][4];
+        task.k->float_tile(&task.job, 0, 1, r, nrows, res);
+        memcpy(out + r, res[0], (size_t)nrows * sizeof(float));
+    }
+}
+
 void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_in, int64_t n_out, int64_t T,
                 void *scratch) {
     const uint8_t *w = W;

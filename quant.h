@@ -138,6 +138,19 @@ void matmul_shared_input(ThreadPool *pool, const MatmulPart *parts, int n_parts,
  * its own rows as soon as it has them. Equal to matmul twice and then the elementwise loop, bit for bit. */
 void matmul_swiglu(ThreadPool *pool, MatmulPart gate, MatmulPart up, const float *x, int64_t n_in, int64_t T,
                    void *scratch);
+/* One token's product in two halves, for a caller that shares out the rows itself (the decode in
+ * llm.c runs a whole token in one pool task, each thread quantizing a product's input and computing
+ * its own rows, with barriers between the steps). matvec_prepare_input quantizes x as matmul does
+ * for weights of wtype into `input` (matvec_input_bytes(n_in) bytes, 64-byte aligned; nothing to do
+ * for float weights); matvec_rows computes out[r] = W[r] . x for rows [r0, r1), r0 a multiple of
+ * MATVEC_ROW_ALIGN, with matmul's kernels (x is read for float weights, input for quantized ones).
+ * With the rows split as matmul splits them (split_range(n_out, ith, nth, MATVEC_ROW_ALIGN, ...)),
+ * the results equal matmul's with T = 1 bit for bit. */
+enum { MATVEC_ROW_ALIGN = 16 };
+int64_t matvec_input_bytes(int64_t n_in);
+void matvec_prepare_input(int wtype, const float *x, int64_t n_in, void *input);
+void matvec_rows(float *out, const void *W, int wtype, int64_t n_in, int64_t n_out, const float *x, const void *input,
+                 int64_t r0, int64_t r1);
 /* The same product computed with the _ref dot products only, single-threaded: the definition the
  * fast path is tested against. */
 void matmul_ref(float *out, const void *W, int wtype, const float *x, int64_t n_in, int64_t n_out,

@@ -47,6 +47,12 @@ void *blv_malloc(size_t n, const char *what, BlvError *err) {
     return p;
 }
 
+void *blv_malloc_lines(size_t n, const char *what, BlvError *err) {
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64 + (n ? 0 : 64));  /* a size that is a multiple of 64 */
+    if (!p) blv_fail(err, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
 void *blv_calloc(size_t count, size_t size, const char *what, BlvError *err) {
     if (size && count > SIZE_MAX / size) {
         blv_fail(err, "size overflow allocating %zu x %zu bytes for %s", count, size, what);
@@ -207,6 +213,8 @@ struct ThreadPool {
     atomic_int pending;          /* workers still running the current generation */
     atomic_int sleepers;         /* workers blocked (or about to block) on wake */
     atomic_int stop;
+    atomic_int barrier_arrived;          /* threads at the current barrier (threadpool_barrier) */
+    atomic_uint_fast64_t barrier_phase;  /* barriers completed (next to the count: one line to pass) */
     pthread_mutex_t mutex;
     pthread_cond_t wake;
 };
@@ -257,6 +265,8 @@ ThreadPool *threadpool_create(int n_threads, BlvError *err) {
     atomic_init(&pool->pending, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
+    atomic_init(&pool->barrier_arrived, 0);
+    atomic_init(&pool->barrier_phase, 0);
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pool->threads = blv_calloc((size_t)n_threads, sizeof(pthread_t), "thread handles", err);
@@ -355,6 +365,22 @@ void threadpool_run(ThreadPool *pool, ThreadTask fn, void *ctx) {
     for (unsigned i = 1; atomic_load(&pool->pending) > 0; i++) {
         cpu_relax();
         if ((i & 1023) == 0) sched_yield();
+    }
+}
+
+/* The last thread to arrive resets the count and opens the barrier by advancing the phase; the
+ * others spin until the phase moves (reading it before arriving: it cannot move before they have). */
+void threadpool_barrier(ThreadPool *pool) {
+    if (!pool || pool->n_threads == 1) return;
+    uint64_t phase = atomic_load(&pool->barrier_phase);
+    if (atomic_fetch_add(&pool->barrier_arrived, 1) == pool->n_threads - 1) {
+        atomic_store(&pool->barrier_arrived, 0);
+        atomic_fetch_add(&pool->barrier_phase, 1);
+        return;
+    }
+    for (unsigned i = 1; atomic_load(&pool->barrier_phase) == phase; i++) {
+        cpu_relax();
+        if (i % SPIN_ITERATIONS == 0) sched_yield();  /* more threads than cores: let the others run */
     }
 }
 

@@ -31,6 +31,8 @@ int blv_fail_prefix(BlvError *err, const char *fmt, ...)
 /* malloc/calloc that report failure through err, naming what was being allocated. */
 void *blv_malloc(size_t n, const char *what, BlvError *err);
 void *blv_calloc(size_t count, size_t size, const char *what, BlvError *err);
+/* The same, the block starting on a cache line (64 bytes; free with free). */
+void *blv_malloc_lines(size_t n, const char *what, BlvError *err);
 
 double blv_now(void);                 /* monotonic seconds */
 /* The median of v[0..n) (n > 0; the mean of the middle two when n is even); sorts v in place. */
@@ -74,6 +76,12 @@ int threadpool_size(const ThreadPool *pool);
  * than 2 threads. */
 double threadpool_round_trip_ns(ThreadPool *pool);
 void threadpool_run(ThreadPool *pool, ThreadTask fn, void *ctx);
+/* Inside a task: returns once every thread of the pool has called it (a task that runs several
+ * dependent steps, each thread on its own share, waits here between them instead of returning and
+ * being dispatched again). Every thread of the task must call it the same number of times. Does
+ * nothing with a NULL or one-thread pool. Whatever a thread wrote before the barrier is visible to
+ * every thread after it. */
+void threadpool_barrier(ThreadPool *pool);
 
 /* The [start, end) share of n items for thread ith of nth, in contiguous pieces whose starts are
  * multiples of `align` (use 1 for no alignment). */

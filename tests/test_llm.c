@@ -278,6 +278,56 @@ static void test_kv_cache_types(void) {
     for (int k = 0; k < 3; k++) free(logits[k]);
 }
 
+/* One token in one task (decode_task: each thread quantizes each product's input itself, barriers
+ * between the steps) against the task-per-step path a chunk takes (Llm.split_decode): the same
+ * logits bit for bit, for quantized and float weights, every KV cache type and 1-3 threads (with 2
+ * threads each thread's q, k, v rows are the heads it attends; with 3 they are not, and a barrier
+ * separates the products from the attention). The tokens go one at a time after a prefill, and
+ * also as a prefill in chunks of one token with logits for every position. */
+static void test_one_task_decode_equals_steps(void) {
+    LlmPreset p = {"decodetest", "random weights, untrained", 128, 2, 4, 2, 256, 512, 256, 10000.0f, 1e-5f, 1, 0};
+    static const int wtypes[] = {TYPE_Q4_0, TYPE_Q8_0, TYPE_F32};
+    static const int kv[] = {TYPE_F16, TYPE_Q8_0, TYPE_F32};
+    enum { PREFILL = 9, STEPS = 5, V = 512 };
+    int32_t ids[PREFILL + STEPS];
+    random_ids(ids, PREFILL + STEPS, 17);
+    float *logits[2];
+    for (int v = 0; v < 2; v++) logits[v] = calloc((size_t)2 * (PREFILL + STEPS) * V, sizeof(float));
+    int bad = 0, cases = 0;
+    for (int w = 0; w < 3; w++) {
+        char path[512], name[64];
+        snprintf(name, sizeof name, "decodetest-%s.gguf", type_name(wtypes[w]));
+        if (random_model(&p, 23, wtypes[w], name, path) != 0) continue;
+        for (int k = 0; k < 3; k++)
+            for (int threads = 1; threads <= 3; threads++) {
+                for (int v = 0; v < 2; v++) {  /* 0: one task per token, 1: a task per step */
+                    BlvError err;
+                    Loaded L;
+                    load_model(&L, path, 4, kv[k], threads);
+                    if (!L.ok) continue;
+                    L.llm.split_decode = v;
+                    float *out = logits[v];
+                    CHECK(llm_eval_tokens(&L.llm, ids, PREFILL, NULL, 0, &err) == 0, "%s", err.msg);
+                    for (int i = 0; i < STEPS; i++)
+                        CHECK(llm_eval_tokens(&L.llm, ids + PREFILL + i, 1, out + (size_t)i * V, 0, &err) == 0, "%s",
+                              err.msg);
+                    unload_model(&L);
+                    load_model(&L, path, 1, kv[k], threads);  /* chunks of one token: all positions' logits */
+                    if (!L.ok) continue;
+                    L.llm.split_decode = v;
+                    CHECK(llm_eval_tokens(&L.llm, ids, PREFILL + STEPS, out + (size_t)STEPS * V, 1, &err) == 0, "%s",
+                          err.msg);
+                    unload_model(&L);
+                }
+                size_t n = (size_t)(2 * STEPS + PREFILL) * V;
+                bad += memcmp(logits[0], logits[1], n * sizeof(float)) != 0;
+                cases++;
+            }
+    }
+    CHECK(bad == 0, "%d of %d one-task decodes differ from the step-by-step decode", bad, cases);
+    for (int v = 0; v < 2; v++) free(logits[v]);
+}
+
 /* Repacking (llm_prepare_weights, run by the first evaluation): with a kernel family that has
  * Q4_0x16 kernels every Q4_0 product matrix is repacked (a layer's seven and the untied output;
  * token_embd stays as it is, its rows are looked up); the logits stay the file layout's up to float
@@ -332,6 +382,7 @@ static void test_q4_0_repack_matches_file_layout(void) {
 void suite_llm(void) {
     RUN_TEST(test_stories_quantized_agreement);
     RUN_TEST(test_kv_cache_types);
+    RUN_TEST(test_one_task_decode_equals_steps);
     RUN_TEST(test_q4_0_repack_matches_file_layout);
     RUN_TEST(test_hf_llama_gqa_f32);
     RUN_TEST(test_hf_llama_tied_f32);

@@ -846,6 +846,59 @@ static void test_matmul_parts_equal_separate(void) {
     free(x), free(scratch);
 }
 
+/* matvec_prepare_input + matvec_rows on each thread's rows (split as matmul splits them, for 1, 2
+ * and 3 threads) give matmul's one-token result bit for bit, for every weight type and kernel
+ * family: the decode task (llm.c) relies on it to give the same logits as a step-by-step decode. */
+static void test_matvec_rows_equal_matmul(void) {
+    enum { N_IN = 4160, MAX_OUT = 300 };
+    static const int types[] = {TYPE_Q4_0, TYPE_Q8_0, TYPE_F16, TYPE_BF16, TYPE_F32, TYPE_Q4_0X16};
+    static const int64_t n_outs[] = {5, 37, 300}, n_ins[] = {96, N_IN};
+    ThreadPool *pools[3] = {NULL, two_threads(), NULL};
+    BlvError err;
+    pools[2] = threadpool_create(3, &err);
+    CHECK(pools[2] != NULL, "%s", err.msg);
+    uint64_t rng = 123;
+    float *x = random_floats(&rng, N_IN, 1.0f), *want = malloc(sizeof(float) * MAX_OUT),
+          *got = malloc(sizeof(float) * MAX_OUT);
+    void *scratch = malloc((size_t)matmul_scratch_bytes(TYPE_Q8_0, N_IN, 1));
+    void *input = aligned_alloc(64, (size_t)(matvec_input_bytes(N_IN) + 63) / 64 * 64);
+    int bad = 0, cases = 0;
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++)
+        for (int i = 0; i < 2; i++)
+            for (int o = 0; o < 3; o++) {
+                int wtype = types[ty], ftype = wtype == TYPE_Q4_0X16 ? TYPE_Q4_0 : wtype;
+                int64_t n_in = n_ins[i], n_out = n_outs[o], row_bytes = type_row_bytes(ftype, n_in);
+                float *wf = random_floats(&rng, n_out * n_in, 0.5f);
+                void *W = malloc((size_t)(row_bytes * n_out));
+                for (int64_t r = 0; r < n_out; r++) quantize_row(ftype, wf + r * n_in, (uint8_t *)W + r * row_bytes, n_in);
+                if (wtype == TYPE_Q4_0X16) {
+                    void *R = repacked_copy(NULL, W, n_out, n_in);
+                    free(W);
+                    W = R;
+                }
+                for (int f = 0; f < n_families; f++) {
+                    quant_force_kernels(families[f]);
+                    for (int nth = 1; nth <= 3; nth++) {
+                        matmul(pools[nth - 1], want, W, wtype, x, n_in, n_out, 1, scratch);
+                        for (int64_t r = 0; r < n_out; r++) got[r] = NAN;
+                        for (int ith = 0; ith < nth; ith++) {
+                            int64_t r0, r1;
+                            split_range(n_out, ith, nth, MATVEC_ROW_ALIGN, &r0, &r1);
+                            matvec_prepare_input(wtype, x, n_in, input);
+                            matvec_rows(got, W, wtype, n_in, n_out, x, input, r0, r1);
+                        }
+                        bad += memcmp(got, want, sizeof(float) * (size_t)n_out) != 0;
+                        cases++;
+                    }
+                }
+                quant_force_kernels(NULL);
+                free(wf), free(W);
+            }
+    CHECK(bad == 0, "%d of %d one-token products by rows differ from matmul", bad, cases);
+    threadpool_free(pools[1]), threadpool_free(pools[2]);
+    free(x), free(want), free(got), free(scratch), free(input);
+}
+
 static void test_kernel_dispatch(void) {
     const char *best = quant_kernel_name();
     CHECK(n_families >= 1 && strcmp(families[0], "ref") == 0, "ref is always available");
@@ -920,5 +973,6 @@ void suite_quant(void) {
     RUN_TEST(test_matmul_bf16);
     RUN_TEST(test_matmul_int_exact);
     RUN_TEST(test_matmul_parts_equal_separate);
+    RUN_TEST(test_matvec_rows_equal_matmul);
     RUN_TEST(test_probes);
 }

@@ -97,6 +97,44 @@ static void test_threadpool_round_trip(void) {
     CHECK(threadpool_round_trip_ns(NULL) == -1.0, "NULL pool");
 }
 
+/* threadpool_barrier: in every round each thread writes its slot, waits, and must then see every
+ * other thread's write of that round (and no later one: the second barrier keeps a fast thread from
+ * writing round r + 1 while a slow one is still reading round r). */
+enum { BARRIER_ROUNDS = 1000, BARRIER_MAX_THREADS = 3 };
+
+typedef struct {
+    ThreadPool *pool;
+    _Atomic long slot[BARRIER_MAX_THREADS];
+    _Atomic int mismatches;
+} BarrierCheck;
+
+static void barrier_check_task(void *ctx, int ith, int nth) {
+    BarrierCheck *b = ctx;
+    for (long r = 1; r <= BARRIER_ROUNDS; r++) {
+        atomic_store_explicit(&b->slot[ith], r, memory_order_relaxed);  /* the barrier must order it */
+        threadpool_barrier(b->pool);
+        for (int j = 0; j < nth; j++)
+            if (atomic_load_explicit(&b->slot[j], memory_order_relaxed) != r) atomic_fetch_add(&b->mismatches, 1);
+        threadpool_barrier(b->pool);
+    }
+}
+
+static void test_threadpool_barrier(void) {
+    for (int n = 1; n <= BARRIER_MAX_THREADS; n++) {
+        BlvError err;
+        BarrierCheck b;
+        memset(&b, 0, sizeof b);
+        b.pool = threadpool_create(n, &err);
+        CHECK(b.pool != NULL, "%s", err.msg);
+        if (!b.pool) continue;
+        for (int run = 0; run < 2; run++) threadpool_run(b.pool, barrier_check_task, &b);  /* reusable across tasks */
+        CHECK(atomic_load(&b.mismatches) == 0, "%d threads: %d stale reads after a barrier", n,
+              atomic_load(&b.mismatches));
+        threadpool_free(b.pool);
+    }
+    threadpool_barrier(NULL);  /* a NULL pool: nothing to wait for */
+}
+
 /* Released pages of a file mapping leave the resident set and read the file's bytes again when
  * touched (the LLM releases the file's Q4_0 pages once it has repacked them). */
 static void test_release_mapped_pages(void) {
@@ -157,6 +195,7 @@ void suite_util(void) {
     RUN_TEST(test_threadpool_runs_every_thread_once);
     RUN_TEST(test_median);
     RUN_TEST(test_threadpool_round_trip);
+    RUN_TEST(test_threadpool_barrier);
     RUN_TEST(test_release_mapped_pages);
     RUN_TEST(test_alloc_large);
 }
