@@ -109,7 +109,9 @@ typedef struct {
 typedef void (*LlmDumpFn)(void *user, const char *stage, int64_t pos0, int64_t n_rows, int64_t cols, const float *data);
 
 /* Where a forward pass spends its time, step by step (bench --profile): wall-clock seconds summed
- * over every call made while Llm.profile points at one of these. The steps partition the pass. */
+ * over every call made while Llm.profile points at one of these. The steps partition the pass. A
+ * decoded token (one task, decode_task) is timed on thread 0: a step then includes its wait at the
+ * barrier that ends it, as a dispatched step includes the wait for its slowest thread. */
 enum {
     LLM_STEP_NORM,       /* the RMSNorms and residual adds between the products */
     LLM_STEP_QKV,        /* q, k and v projections */
