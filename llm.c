@@ -850,7 +850,7 @@ static void decode_task(void *ctx, int ith, int nth) {
 
 /* Whether every thread's q, k and v rows (split as matmul splits them) are the rows of the query and
  * KV heads it attends (split_range over the KV heads): then its attention needs nothing another
- * thread wrote. (bluelm-v-3b with 2 threads: 16 query heads of 80 = 1280 rows, 4 KV heads = 320.) */
+ * thread wrote. (bluelm-v-3b with 2 threads: 10 query heads of 128 = 1280 rows, 2 KV heads = 256.) */
 static int heads_follow_rows(const Llm *m) {
     const LlmConfig *c = &m->config;
     int nth = threadpool_size(m->pool);

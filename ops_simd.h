@@ -750,7 +750,8 @@ TGT INLINE void FN(kv_pv_tile)(const OpsAttnKV *a, const float *p, int64_t g0, c
             for (int h = 0; h < nh; h++) {
                 VF pj = vf_set1(pb[h * L + jj]);
                 _Pragma("GCC unroll 8")
-                for (int e = 0; e < KV_ND; e++) acc[h][e] = vf_fma(pj, vv[e], acc[h][e]);
+                for (int e = 0; e < KV_ND; e++)  /* (a partial tile's vectors past nd: nothing to add) */
+                    if (FULL || e * L < nd) acc[h][e] = vf_fma(pj, vv[e], acc[h][e]);
             }
         }
     }
