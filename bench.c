@@ -183,6 +183,8 @@ typedef struct {
     double bandwidth;       /* GB/s, the mean of the probes before and after */
     double attention_arithmetic_ms;  /* per token: llm_attention_arithmetic_seconds */
     double bound_ms;        /* per token: profile_bound */
+    int threads;            /* whose barrier waits are kept (at most LLM_PROFILE_THREADS) */
+    double wait_ms[LLM_PROFILE_THREADS];  /* per token: each thread's waits at the decode task's barriers */
 } StepProfile;
 
 /* The bytes each step of one decode step reads at `context` tokens of context (they add up to
@@ -234,6 +236,8 @@ static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t
         p->ms[i] = 1e3 * prof.seconds[i] / (double)p->tokens;
         p->mb[i] = bytes[i] / 1e6;
     }
+    p->threads = threadpool_size(m->pool) < LLM_PROFILE_THREADS ? threadpool_size(m->pool) : LLM_PROFILE_THREADS;
+    for (int t = 0; t < p->threads; t++) p->wait_ms[t] = 1e3 * prof.barrier_wait[t].seconds / (double)p->tokens;
     if (rc == 0) p->attention_arithmetic_ms = 1e3 * llm_attention_arithmetic_seconds(bluelmv_llm(b), context);
     p->bound_ms = profile_bound(p);
     p->done = rc == 0;
@@ -263,6 +267,11 @@ static void print_profile(const StepProfile *p) {
     printf("  %-10s %8.3f ms/token  every step reading its bytes at the probe's rate, the attention no faster than its "
            "arithmetic: at most %.1f%% of the read-bandwidth roofline here; the steps ran at %.1f%% of this "
            "bound\n", "bound", p->bound_ms, 100.0 * mb / p->bandwidth / p->bound_ms, 100.0 * p->bound_ms / sum);
+    if (p->threads < 2) return;
+    printf("  %-10s", "waits");
+    for (int t = 0; t < p->threads; t++) printf(t ? " / %.3f" : " %8.3f", p->wait_ms[t]);
+    printf(" ms/token  threads 0..%d waiting for each other at the barriers between the steps (a decoded token is "
+           "one task; thread 0's waits are inside the steps above)\n", p->threads - 1);
 }
 
 static void print_profile_json(const StepProfile *p) {
@@ -271,6 +280,8 @@ static void print_profile_json(const StepProfile *p) {
            (long long)p->tokens, (long long)p->context, p->bandwidth, p->total_ms, p->attention_arithmetic_ms, p->bound_ms);
     for (int i = 0; i < LLM_STEPS; i++)
         printf("%s{\"step\": \"%s\", \"ms\": %.4f, \"mb\": %.6f}", i ? ", " : "", llm_step_names[i], p->ms[i], p->mb[i]);
+    printf("], \"barrier_wait_ms\": [");
+    for (int t = 0; t < p->threads; t++) printf("%s%.4f", t ? ", " : "", p->wait_ms[t]);
     printf("]}");
 }
 

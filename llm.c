@@ -778,6 +778,17 @@ static void add_rows(float *x, const float *y, int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) x[i] += y[i];
 }
 
+/* threadpool_barrier, the wait timed into the profile when the steps are timed. */
+static void barrier(Llm *m, int ith) {
+    if (!m->profile || ith >= LLM_PROFILE_THREADS) {
+        threadpool_barrier(m->pool);
+        return;
+    }
+    double t0 = blv_now();
+    threadpool_barrier(m->pool);
+    m->profile->barrier_wait[ith].seconds += blv_now() - t0;
+}
+
 /* step_done on the thread that reports (thread 0); its waits at the barriers count in the step. */
 static void lead_step_done(Llm *m, int ith, int step, double *t) {
     if (ith == 0) step_done(m, step, t);
@@ -803,19 +814,19 @@ static void decode_task(void *ctx, int ith, int nth) {
         own_rows(&in, &L->wq, s->q, ith, nth, &unused0, &unused1);
         own_rows(&in, &L->wk, s->k, ith, nth, &unused0, &unused1);
         own_rows(&in, &L->wv, s->v, ith, nth, &unused0, &unused1);
-        if (!d->heads_follow_rows) threadpool_barrier(m->pool);
+        if (!d->heads_follow_rows) barrier(m, ith);
         lead_step_done(m, ith, LLM_STEP_QKV, &t);
         /* RoPE, the KV cache update and the attention of this thread's KV heads (attention_task) */
         AttentionTask att = {m, l, 1, d->pos, llm_kv_head_row(m, s->key_cache, l, 0, 0),
                              llm_kv_head_row(m, s->value_cache, l, 0, 0)};
         attention_task(&att, ith, nth);
-        threadpool_barrier(m->pool);  /* every head's output in att_out */
+        barrier(m, ith);  /* every head's output in att_out */
         lead_step_done(m, ith, LLM_STEP_ATTENTION, &t);
         /* attn_output = self.o_proj(attn_output); hidden_states = residual + hidden_states */
         set_input(&in, s->att_out, c->n_heads * c->head_dim);
         own_rows(&in, &L->wo, s->xb2, ith, nth, &r0, &r1);
         add_rows(s->x, s->xb2, r0, r1);
-        threadpool_barrier(m->pool);  /* the whole residual row updated */
+        barrier(m, ith);  /* the whole residual row updated */
         lead_step_done(m, ith, LLM_STEP_WO, &t);
         /* hidden_states = self.post_attention_layernorm(hidden_states) */
         rmsnorm(xb, s->x, L->ffn_norm, dim, c->rms_eps);
@@ -825,12 +836,12 @@ static void decode_task(void *ctx, int ith, int nth) {
         own_rows(&in, &L->w_gate, s->hb, ith, nth, &r0, &r1);
         own_rows(&in, &L->w_up, s->hb2, ith, nth, &unused0, &unused1);
         if (r0 < r1) ops_swiglu(s->hb + r0, s->hb2 + r0, r1 - r0);
-        threadpool_barrier(m->pool);  /* all of SiLU(gate) * up in hb */
+        barrier(m, ith);  /* all of SiLU(gate) * up in hb */
         lead_step_done(m, ith, LLM_STEP_FFN_UP, &t);
         set_input(&in, s->hb, c->ffn_dim);
         own_rows(&in, &L->w_down, s->xb2, ith, nth, &r0, &r1);
         add_rows(s->x, s->xb2, r0, r1);
-        threadpool_barrier(m->pool);  /* the layer's output in x */
+        barrier(m, ith);  /* the layer's output in x */
         lead_step_done(m, ith, LLM_STEP_FFN_DOWN, &t);
         /* (the others only read x until the next barrier) */
         if (m->dump && ith == 0) {

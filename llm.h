@@ -123,8 +123,16 @@ enum {
     LLM_STEPS
 };
 extern const char *const llm_step_names[LLM_STEPS];
+enum { LLM_PROFILE_THREADS = 16 };  /* threads whose waits are kept (the others' are not) */
 typedef struct {
     double seconds[LLM_STEPS];
+    /* A decoded token (one task): the time each thread spent waiting at the barriers between the
+     * steps — how unevenly the threads' shares took (thread 0's waits are also in its steps). Each
+     * on its own cache line, written by its thread only. */
+    struct {
+        double seconds;
+        double pad[7];
+    } barrier_wait[LLM_PROFILE_THREADS];
 } LlmProfile;
 
 typedef struct {

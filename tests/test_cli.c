@@ -332,6 +332,14 @@ static void test_bench_profile(void) {
         }
         CHECK(fabs(mb - 1e3 * gb->number) <= 1e-3 * 1e3 * gb->number + 1e-5, "steps read %.3f MB, a decode step %.3f",
               mb, 1e3 * gb->number);
+        /* each thread's waits at the decode task's barriers: a time within the token's */
+        const JsonValue *waits = json_get(prof, "barrier_wait_ms");
+        CHECK(waits && waits->type == JSON_ARRAY && waits->count == 2, "no barrier waits for 2 threads in %s", out);
+        for (size_t t = 0; waits && t < waits->count; t++) {
+            const JsonValue *w = json_at(waits, t);
+            CHECK(w && w->type == JSON_NUMBER && w->number >= 0 && w->number <= total->number * 1.0001,
+                  "thread %zu waited %.4f ms of %.4f per token", t, w ? w->number : -1.0, total->number);
+        }
     }
     /* the prefill's steps: within the whole prefill; the products and attention do work */
     const JsonValue *pprof = json_get(&doc.root, "prefill_profile"), *psteps = json_get(pprof, "steps");
