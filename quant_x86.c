@@ -495,13 +495,16 @@ TARGET_AVX512 float vec_dot_f16_f32_avx512(int64_t n, const uint16_t *x, const f
 
 /* quantize_row_q8_0_ref on one block of 32 floats, 16 at a time, byte for byte (as
  * quantize_q8_0_avx2): q[h] = the int32 codes of elements 16h..16h+15, *d the fp16 scale. */
-TARGET_AVX512 INLINE void quantize_block_avx512(const float *x, __m512i q[2], uint16_t *d16) {
+/* The block's largest magnitude (NaN skipped: vmaxps returns its second operand when the first is NaN). */
+TARGET_AVX512 INLINE float block_amax_avx512(const float *x) {
+    __m512 m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x)), _mm512_setzero_ps());
+    m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 16)), m);
+    return _mm512_reduce_max_ps(m);
+}
+
+/* The codes of a block whose scale's inverse id is known (see quantize_block_avx512). */
+TARGET_AVX512 INLINE void quantize_block_codes_avx512(const float *x, float id, __m512i q[2]) {
     __m512 v[2] = {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16)};
-    __m512 m = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps());  /* NaN skipped */
-    m = _mm512_max_ps(_mm512_abs_ps(v[1]), m);
-    const float amax = _mm512_reduce_max_ps(m);
-    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    *d16 = _cvtss_sh(d, 0);
     for (int h = 0; h < 2; h++) {
         __m512 p = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
         __mmask16 in_range = _mm512_cmp_ps_mask(p, _mm512_set1_ps(-127.5f), _CMP_GT_OQ) &
@@ -516,13 +519,45 @@ TARGET_AVX512 INLINE void quantize_block_avx512(const float *x, __m512i q[2], ui
     }
 }
 
+TARGET_AVX512 INLINE void quantize_block_avx512(const float *x, __m512i q[2], uint16_t *d16) {
+    const float d = block_amax_avx512(x) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    *d16 = _cvtss_sh(d, 0);
+    quantize_block_codes_avx512(x, id, q);
+}
+
+TARGET_AVX512 INLINE void store_block_avx512(BlockQ8_0 *y, int32_t *sum, const __m512i q[2]) {
+    _mm_storeu_si128((__m128i *)y->qs, _mm512_cvtepi32_epi8(q[0]));
+    _mm_storeu_si128((__m128i *)(y->qs + 16), _mm512_cvtepi32_epi8(q[1]));
+    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+}
+
+/* 16 blocks at a time in two passes: their 16 largest magnitudes, then the scales d = amax / 127,
+ * id = 1 / d and the fp16 of d as vectors (the same IEEE operations as the scalar ones), then the
+ * codes. One block at a time, each block's chain of reduction, two divisions and conversion held
+ * the next block back (50 cycles per block with the data in L1; 2.95 us for the 6912 inputs of
+ * bluelm-v-3b's down projection). */
 TARGET_AVX512 static void quantize_q8_0_avx512(const float *x, BlockQ8_0 *y, int32_t *sums, int64_t n) {
-    for (int64_t b = 0; b < n / QK; b++) {
+    const int64_t nb = n / QK;
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16) {
+        _Alignas(64) float amax[16], id[16];
+        _Alignas(32) uint16_t d16[16];
+        for (int j = 0; j < 16; j++) amax[j] = block_amax_avx512(x + (b + j) * QK);
+        const __m512 d = _mm512_div_ps(_mm512_load_ps(amax), _mm512_set1_ps(127.0f));
+        const __mmask16 nonzero = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_store_ps(id, _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0f), d));
+        _mm256_store_si256((__m256i *)d16, _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+        for (int j = 0; j < 16; j++) {
+            __m512i q[2];
+            y[b + j].d = d16[j];
+            quantize_block_codes_avx512(x + (b + j) * QK, id[j], q);
+            store_block_avx512(&y[b + j], &sums[b + j], q);
+        }
+    }
+    for (; b < nb; b++) {
         __m512i q[2];
         quantize_block_avx512(x + b * QK, q, &y[b].d);
-        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(q[0]));
-        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(q[1]));
-        sums[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+        store_block_avx512(&y[b], &sums[b], q);
     }
 }
 
