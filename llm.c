@@ -799,7 +799,7 @@ static void decode_task(void *ctx, int ith, int nth) {
     Llm *m = d->m;
     const LlmConfig *c = &m->config;
     LlmState *s = &m->state;
-    int64_t dim = c->dim, r0, r1, unused0, unused1;
+    int64_t dim = c->dim, r0, r1;
     float *xb = s->decode_xb + ith * s->decode_xb_stride;
     ThreadInput in = {(uint8_t *)s->decode_input + ith * s->decode_input_bytes, NULL, 0, -1};
     double t = m->profile && ith == 0 ? blv_now() : 0.0;
@@ -811,9 +811,9 @@ static void decode_task(void *ctx, int ith, int nth) {
         lead_step_done(m, ith, LLM_STEP_NORM, &t);
         /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
         set_input(&in, xb, dim);
-        own_rows(&in, &L->wq, s->q, ith, nth, &unused0, &unused1);
-        own_rows(&in, &L->wk, s->k, ith, nth, &unused0, &unused1);
-        own_rows(&in, &L->wv, s->v, ith, nth, &unused0, &unused1);
+        own_rows(&in, &L->wq, s->q, ith, nth, &r0, &r1);
+        own_rows(&in, &L->wk, s->k, ith, nth, &r0, &r1);
+        own_rows(&in, &L->wv, s->v, ith, nth, &r0, &r1);
         if (!d->heads_follow_rows) barrier(m, ith);
         lead_step_done(m, ith, LLM_STEP_QKV, &t);
         /* RoPE, the KV cache update and the attention of this thread's KV heads (attention_task) */
@@ -834,7 +834,7 @@ static void decode_task(void *ctx, int ith, int nth) {
         /* down_proj(act_fn(gate_proj(x)) * up_proj(x)): this thread's gate and up rows, then SwiGLU on them */
         set_input(&in, xb, dim);
         own_rows(&in, &L->w_gate, s->hb, ith, nth, &r0, &r1);
-        own_rows(&in, &L->w_up, s->hb2, ith, nth, &unused0, &unused1);
+        own_rows(&in, &L->w_up, s->hb2, ith, nth, &r0, &r1);
         if (r0 < r1) ops_swiglu(s->hb + r0, s->hb2 + r0, r1 - r0);
         barrier(m, ith);  /* all of SiLU(gate) * up in hb */
         lead_step_done(m, ith, LLM_STEP_FFN_UP, &t);
@@ -855,7 +855,7 @@ static void decode_task(void *ctx, int ith, int nth) {
     /* hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states) */
     rmsnorm(xb, s->x, m->weights.output_norm, dim, c->rms_eps);
     set_input(&in, xb, dim);
-    own_rows(&in, &m->weights.output, d->logits, ith, nth, &unused0, &unused1);
+    own_rows(&in, &m->weights.output, d->logits, ith, nth, &r0, &r1);
     lead_step_done(m, ith, LLM_STEP_OUTPUT, &t);
 }
 

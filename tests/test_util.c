@@ -47,13 +47,19 @@ static void count_task(void *ctx, int ith, int nth) {
     (void)nth;
 }
 
+/* A pool of n threads, or NULL with the failure recorded. */
+static ThreadPool *new_pool(int n) {
+    BlvError err;
+    ThreadPool *pool = threadpool_create(n, &err);
+    CHECK(pool != NULL, "%d threads: %s", n, err.msg);
+    return pool;
+}
+
 /* Every run calls the task once per thread with distinct ith, and returns only after all finished;
  * thousands of back-to-back runs exercise the spin and sleep paths of the wake-up handshake. */
 static void test_threadpool_runs_every_thread_once(void) {
     for (int n = 1; n <= 4; n++) {
-        BlvError err;
-        ThreadPool *pool = threadpool_create(n, &err);
-        CHECK(pool != NULL, "%s", err.msg);
+        ThreadPool *pool = new_pool(n);
         if (!pool) continue;
         CHECK(threadpool_size(pool) == n, "size %d", threadpool_size(pool));
         int seen[4] = {0};
@@ -85,9 +91,7 @@ static void test_median(void) {
  * against anything here, only that it is a time. */
 static void test_threadpool_round_trip(void) {
     for (int n = 1; n <= 3; n++) {
-        BlvError err;
-        ThreadPool *pool = threadpool_create(n, &err);
-        CHECK(pool != NULL, "%s", err.msg);
+        ThreadPool *pool = new_pool(n);
         if (!pool) continue;
         double ns = threadpool_round_trip_ns(pool);
         if (n == 1) CHECK(ns == -1.0, "one thread: %g ns", ns);
@@ -121,11 +125,9 @@ static void barrier_check_task(void *ctx, int ith, int nth) {
 
 static void test_threadpool_barrier(void) {
     for (int n = 1; n <= BARRIER_MAX_THREADS; n++) {
-        BlvError err;
         BarrierCheck b;
         memset(&b, 0, sizeof b);
-        b.pool = threadpool_create(n, &err);
-        CHECK(b.pool != NULL, "%s", err.msg);
+        b.pool = new_pool(n);
         if (!b.pool) continue;
         for (int run = 0; run < 2; run++) threadpool_run(b.pool, barrier_check_task, &b);  /* reusable across tasks */
         CHECK(atomic_load(&b.mismatches) == 0, "%d threads: %d stale reads after a barrier", n,
