@@ -6,6 +6,8 @@
 #                      kernel and model tests under qemu-aarch64
 #   make sanitize      the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make plain-cc      a one-line `cc` build with no Makefile machinery, as a portability check
+#   make clang-check   every source and test through clang with the warnings as errors (a second
+#                      compiler's view; nothing is linked)
 #
 # x86 SIMD kernels are compiled with per-function target attributes and chosen by a CPU check at
 # start, so the default build runs on any x86-64. ARM kernels are chosen at compile time from
@@ -26,7 +28,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 ALL_CFLAGS := $(WARN) $(CFLAGS) $(ARCH_FLAGS) $(SAN) -pthread -D_GNU_SOURCE -I.
 
-.PHONY: all test test-neon sanitize plain-cc clean demo
+.PHONY: all test test-neon sanitize plain-cc clang-check clean demo
 
 all: bluelmv libbluelmv.a
 
@@ -72,6 +74,9 @@ sanitize:
 
 plain-cc:
 	cc -O2 -pthread -D_GNU_SOURCE -I. -o build/bluelmv-plain *.c -lm
+
+clang-check:
+	clang $(WARN) -Werror -pthread -D_GNU_SOURCE -I. -fsyntax-only $(LIB_SRC) main.c $(TEST_SRC)
 
 clean:
 	rm -rf build bluelmv libbluelmv.a

@@ -59,7 +59,6 @@ TGT INLINE VF vf_mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 TGT INLINE VF vf_div(VF a, VF b) { return _mm256_div_ps(a, b); }
 TGT INLINE VF vf_fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 TGT INLINE VF vf_max(VF a, VF b) { return _mm256_max_ps(a, b); }
-TGT INLINE VF vf_min(VF a, VF b) { return _mm256_min_ps(a, b); }
 TGT INLINE VF vf_abs(VF a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))); }
 TGT INLINE VF vf_neg(VF a) { return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)0x80000000u))); }
 TGT INLINE VF vf_select_ge0(VF x, VF pos, VF neg) {
@@ -163,8 +162,6 @@ TGT INLINE void vf_transpose(VF *r) {
         r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
     }
 }
-TGT INLINE VF vf_from_vi(VI v) { return _mm256_castsi256_ps(v); }
-TGT INLINE VI vi_from_vf(VF v) { return _mm256_castps_si256(v); }
 TGT INLINE VI vi_xor(VI a, VI b) { return _mm256_xor_si256(a, b); }
 
 TGT INLINE VF vf_exp2_le(VF x) { return vf_exp2(x); }

@@ -58,7 +58,6 @@ TGT INLINE VF vf_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 TGT INLINE VF vf_div(VF a, VF b) { return _mm512_div_ps(a, b); }
 TGT INLINE VF vf_fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 TGT INLINE VF vf_max(VF a, VF b) { return _mm512_max_ps(a, b); }
-TGT INLINE VF vf_min(VF a, VF b) { return _mm512_min_ps(a, b); }
 TGT INLINE VF vf_abs(VF a) {
     return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7FFFFFFF)));
 }
@@ -153,8 +152,6 @@ TGT INLINE void vf_transpose(VF *r) {
         r[12 + j] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
     }
 }
-TGT INLINE VF vf_from_vi(VI v) { return _mm512_castsi512_ps(v); }
-TGT INLINE VI vi_from_vf(VF v) { return _mm512_castps_si512(v); }
 TGT INLINE VI vi_xor(VI a, VI b) { return _mm512_xor_si512(a, b); }
 
 TGT INLINE VI vi_zero(void) { return _mm512_setzero_si512(); }

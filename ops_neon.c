@@ -60,7 +60,6 @@ INLINE VF vf_mul(VF a, VF b) { return vmulq_f32(a, b); }
 INLINE VF vf_div(VF a, VF b) { return vdivq_f32(a, b); }
 INLINE VF vf_fma(VF a, VF b, VF c) { return vfmaq_f32(c, a, b); }  /* a·b + c, fused */
 INLINE VF vf_max(VF a, VF b) { return vmaxnmq_f32(a, b); }
-INLINE VF vf_min(VF a, VF b) { return vminnmq_f32(a, b); }
 INLINE VF vf_abs(VF a) { return vabsq_f32(a); }
 INLINE VF vf_neg(VF a) { return vnegq_f32(a); }
 INLINE VF vf_select_ge0(VF x, VF pos, VF neg) { return vbslq_f32(vcgeq_f32(x, vdupq_n_f32(0.0f)), pos, neg); }
@@ -141,8 +140,6 @@ INLINE void vf_transpose(VF *r) {
     r[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
     r[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
 }
-INLINE VF vf_from_vi(VI v) { return vreinterpretq_f32_s32(v); }
-INLINE VI vi_from_vf(VF v) { return vreinterpretq_s32_f32(v); }
 
 INLINE VI vi_zero(void) { return vdupq_n_s32(0); }
 INLINE VI vi_set1(int32_t x) { return vdupq_n_s32(x); }
