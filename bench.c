@@ -352,8 +352,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
     int64_t vocab = m->config.vocab_size, n_tg = o->depth + o->tg_tokens;
     int64_t n_ids = o->prompt_tokens > n_tg ? o->prompt_tokens : n_tg;
     int32_t *ids = malloc((size_t)n_ids * sizeof(int32_t));
-    double *tg = calloc((size_t)o->reps * 4, sizeof(double)), *pp = tg + o->reps, *tg_bw = pp + o->reps,
-           *tg_frac = tg_bw + o->reps;
+    double *tg = calloc((size_t)o->reps * 4, sizeof(double));
     /* the mean context over the timed steps: depth + 1 .. depth + tg_tokens - 1 */
     int64_t tg_context = o->depth + o->tg_tokens / 2;
     double tg_gb = decode_bytes(m, tg_context) / 1e9;
@@ -363,6 +362,7 @@ int bench_run(const BenchOptions *o, BlvError *err) {
         bluelmv_free(b);
         return blv_fail(err, "out of memory");
     }
+    double *pp = tg + o->reps, *tg_bw = pp + o->reps, *tg_frac = tg_bw + o->reps;
     ThreadPool *pool = m->pool;
     fprintf(stderr, "bench: %s, %d threads, kernels %s\n", o->model_path, threadpool_size(pool), quant_kernel_name());
 
@@ -575,13 +575,14 @@ int bench_multimodal(const BenchOptions *o, BlvError *err) {
         goto done;
     }
     int64_t decode_context = main_run.n_input + n_dec / 2;
-    double *dec = calloc((size_t)o->reps * 3, sizeof(double)), *dec_bw = dec + o->reps, *dec_frac = dec_bw + o->reps;
+    double *dec = calloc((size_t)o->reps * 3, sizeof(double));
     int32_t *dec_ids = malloc((size_t)n_dec * sizeof(int32_t));
     if (!dec || !dec_ids) {
         free(dec), free(dec_ids);
         blv_fail(err, "out of memory");
         goto done;
     }
+    double *dec_bw = dec + o->reps, *dec_frac = dec_bw + o->reps;
     uint64_t rng = 7;
     for (int r = 0; r < o->reps; r++) {
         fprintf(stderr, isatty(2) ? "\rbench: decode repetition %d/%d" : "bench: decode repetition %d/%d\n", r + 1, o->reps);
