@@ -185,6 +185,7 @@ typedef struct {
     double bound_ms;        /* per token: profile_bound */
     int threads;            /* whose barrier waits are kept (at most LLM_PROFILE_THREADS) */
     double wait_ms[LLM_PROFILE_THREADS];  /* per token: each thread's waits at the decode task's barriers */
+    double rows_pct[LLM_PROFILE_THREADS]; /* each thread's part of the shared products' rows, % */
 } StepProfile;
 
 /* The bytes each step of one decode step reads at `context` tokens of context (they add up to
@@ -237,7 +238,13 @@ static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t
         p->mb[i] = bytes[i] / 1e6;
     }
     p->threads = threadpool_size(m->pool) < LLM_PROFILE_THREADS ? threadpool_size(m->pool) : LLM_PROFILE_THREADS;
-    for (int t = 0; t < p->threads; t++) p->wait_ms[t] = 1e3 * prof.barrier_wait[t].seconds / (double)p->tokens;
+    int64_t shared_rows = 0;
+    for (int t = 0; t < p->threads; t++) {
+        p->wait_ms[t] = 1e3 * prof.barrier_wait[t].seconds / (double)p->tokens;
+        shared_rows += prof.barrier_wait[t].shared_rows;
+    }
+    for (int t = 0; t < p->threads; t++)
+        p->rows_pct[t] = shared_rows > 0 ? 100.0 * (double)prof.barrier_wait[t].shared_rows / (double)shared_rows : 0.0;
     if (rc == 0) p->attention_arithmetic_ms = 1e3 * llm_attention_arithmetic_seconds(bluelmv_llm(b), context);
     p->bound_ms = profile_bound(p);
     p->done = rc == 0;
@@ -272,6 +279,10 @@ static void print_profile(const StepProfile *p) {
     for (int t = 0; t < p->threads; t++) printf(t ? " / %.3f" : " %8.3f", p->wait_ms[t]);
     printf(" ms/token  threads 0..%d waiting for each other at the barriers between the steps (a decoded token is "
            "one task; thread 0's waits are inside the steps above)\n", p->threads - 1);
+    printf("  %-10s", "rows");
+    for (int t = 0; t < p->threads; t++) printf(t ? " / %.1f%%" : " %7.1f%%", p->rows_pct[t]);
+    printf("  of the rows of wo, gate/up, down and output each thread computed (a thread that finishes its share "
+           "early takes rows from a slower one)\n");
 }
 
 static void print_profile_json(const StepProfile *p) {
@@ -282,6 +293,8 @@ static void print_profile_json(const StepProfile *p) {
         printf("%s{\"step\": \"%s\", \"ms\": %.4f, \"mb\": %.6f}", i ? ", " : "", llm_step_names[i], p->ms[i], p->mb[i]);
     printf("], \"barrier_wait_ms\": [");
     for (int t = 0; t < p->threads; t++) printf("%s%.4f", t ? ", " : "", p->wait_ms[t]);
+    printf("], \"shared_rows_pct\": [");
+    for (int t = 0; t < p->threads; t++) printf("%s%.3f", t ? ", " : "", p->rows_pct[t]);
     printf("]}");
 }
 

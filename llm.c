@@ -739,9 +739,11 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
  * thread quantizes the product's input alone while the others wait. When the VM's two cores sit far
  * apart (bench's `thread hand-off`, ~330 ns round trip) each of those hand-offs costs microseconds
  * of idle memory bus. Here the whole token is one task: every thread quantizes each product's input
- * into its own area and computes the rows matmul would give it, and the threads meet at a barrier
- * only where a step needs what the others wrote (four per layer). The arithmetic is forward_chunk's
- * with T = 1, operation for operation, so the logits are the same bit for bit. */
+ * into its own area and computes its rows, and the threads meet at a barrier only where a step
+ * needs what the others wrote (four per layer). The rows of q, k and v are the ones matmul would
+ * give the thread; those of the later products are shared out as they run (shared_rows). Each row
+ * is computed as forward_chunk computes it with T = 1, operation for operation, whichever thread
+ * does it, so the logits are the same bit for bit. */
 typedef struct {
     Llm *m;
     int64_t pos;
@@ -763,12 +765,17 @@ static void set_input(ThreadInput *in, const float *x, int64_t n) {
     in->prepared_type = -1;
 }
 
-/* Thread ith's rows of out = W x (the rows matmul gives it); returns them in [*r0, *r1). */
-static void own_rows(ThreadInput *in, const Matrix *w, float *out, int ith, int nth, int64_t *r0, int64_t *r1) {
-    if (in->prepared_type != w->type) {  /* matmul quantizes with the kernels of each weight type */
+/* The input ready for a product with weights of w's type (matmul quantizes with each type's kernels). */
+static void prepare_input(ThreadInput *in, const Matrix *w) {
+    if (in->prepared_type != w->type) {
         matvec_prepare_input(w->type, in->x, in->n, in->area);
         in->prepared_type = w->type;
     }
+}
+
+/* Thread ith's rows of out = W x (the rows matmul gives it); returns them in [*r0, *r1). */
+static void own_rows(ThreadInput *in, const Matrix *w, float *out, int ith, int nth, int64_t *r0, int64_t *r1) {
+    prepare_input(in, w);
     split_range(w->rows, ith, nth, MATVEC_ROW_ALIGN, r0, r1);
     matvec_rows(out, w->data, w->type, w->cols, w->rows, in->x, in->area, *r0, *r1);
 }
@@ -776,6 +783,50 @@ static void own_rows(ThreadInput *in, const Matrix *w, float *out, int ith, int 
 /* hidden_states = residual + hidden_states, on rows [r0, r1) */
 static void add_rows(float *x, const float *y, int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) x[i] += y[i];
+}
+
+/* The products after the attention (wo, gate/up, down, output) are shared out while they run
+ * (threadpool_share_next): a thread that finishes its own rows takes rows from a slower one, in
+ * groups of MATVEC_ROW_ALIGN rows claimed SHARE_CHUNK_GROUPS at a time (64 rows: 90-250 KB of Q4_0
+ * weights, a few microseconds). q, k and v are not: each thread's rows there are the heads it
+ * attends next, with no barrier in between. */
+enum { SHARE_CHUNK_GROUPS = 4, MAX_SHARED_RANGES = 32 };
+
+/* The row ranges one thread computed of a shared product, so that a second product (up after
+ * gate) runs on exactly the same rows and SwiGLU can follow on the same thread. */
+typedef struct {
+    int n;
+    int64_t r0[MAX_SHARED_RANGES], r1[MAX_SHARED_RANGES];
+} RowRanges;
+
+static void record_range(RowRanges *done, int64_t r0, int64_t r1) {
+    if (done->n > 0 && done->r1[done->n - 1] == r0) done->r1[done->n - 1] = r1;  /* the next chunk of its own */
+    else {
+        done->r0[done->n] = r0;
+        done->r1[done->n] = r1;
+        done->n++;
+    }
+}
+
+/* This thread's claimed rows of out = W x; resid[r] += out[r] on them when resid is not NULL; the
+ * ranges kept in `done` when it is not NULL. */
+static void shared_rows(Llm *m, ThreadInput *in, const Matrix *w, float *out, float *resid, RowRanges *done, int ith) {
+    prepare_input(in, w);
+    int64_t groups = (w->rows + MATVEC_ROW_ALIGN - 1) / MATVEC_ROW_ALIGN, g0, g1, rows = 0;
+    ShareClaim claim;
+    threadpool_share_begin(m->pool, ith, groups, SHARE_CHUNK_GROUPS, !m->static_decode_rows, &claim);
+    if (done) done->n = 0;
+    while (threadpool_share_next(&claim, &g0, &g1)) {
+        int64_t r0 = g0 * MATVEC_ROW_ALIGN, r1 = g1 * MATVEC_ROW_ALIGN < w->rows ? g1 * MATVEC_ROW_ALIGN : w->rows;
+        matvec_rows(out, w->data, w->type, w->cols, w->rows, in->x, in->area, r0, r1);
+        if (resid) add_rows(resid, out, r0, r1);
+        if (done) {
+            record_range(done, r0, r1);
+            if (done->n == MAX_SHARED_RANGES - 1) claim.balance = 0;  /* room for its own rows only */
+        }
+        rows += r1 - r0;
+    }
+    if (m->profile && ith < LLM_PROFILE_THREADS) m->profile->barrier_wait[ith].shared_rows += rows;
 }
 
 /* threadpool_barrier, the wait timed into the profile when the steps are timed. */
@@ -824,23 +875,27 @@ static void decode_task(void *ctx, int ith, int nth) {
         lead_step_done(m, ith, LLM_STEP_ATTENTION, &t);
         /* attn_output = self.o_proj(attn_output); hidden_states = residual + hidden_states */
         set_input(&in, s->att_out, c->n_heads * c->head_dim);
-        own_rows(&in, &L->wo, s->xb2, ith, nth, &r0, &r1);
-        add_rows(s->x, s->xb2, r0, r1);
+        shared_rows(m, &in, &L->wo, s->xb2, s->x, NULL, ith);
         barrier(m, ith);  /* the whole residual row updated */
         lead_step_done(m, ith, LLM_STEP_WO, &t);
         /* hidden_states = self.post_attention_layernorm(hidden_states) */
         rmsnorm(xb, s->x, L->ffn_norm, dim, c->rms_eps);
         lead_step_done(m, ith, LLM_STEP_NORM, &t);
-        /* down_proj(act_fn(gate_proj(x)) * up_proj(x)): this thread's gate and up rows, then SwiGLU on them */
+        /* down_proj(act_fn(gate_proj(x)) * up_proj(x)): this thread's gate rows (its share and what it
+         * took), up on the same rows, then SwiGLU on them */
         set_input(&in, xb, dim);
-        own_rows(&in, &L->w_gate, s->hb, ith, nth, &r0, &r1);
-        own_rows(&in, &L->w_up, s->hb2, ith, nth, &r0, &r1);
-        if (r0 < r1) ops_swiglu(s->hb + r0, s->hb2 + r0, r1 - r0);
+        RowRanges done;
+        shared_rows(m, &in, &L->w_gate, s->hb, NULL, &done, ith);
+        prepare_input(&in, &L->w_up);
+        for (int i = 0; i < done.n; i++) {
+            const Matrix *up = &L->w_up;
+            matvec_rows(s->hb2, up->data, up->type, up->cols, up->rows, in.x, in.area, done.r0[i], done.r1[i]);
+            ops_swiglu(s->hb + done.r0[i], s->hb2 + done.r0[i], done.r1[i] - done.r0[i]);
+        }
         barrier(m, ith);  /* all of SiLU(gate) * up in hb */
         lead_step_done(m, ith, LLM_STEP_FFN_UP, &t);
         set_input(&in, s->hb, c->ffn_dim);
-        own_rows(&in, &L->w_down, s->xb2, ith, nth, &r0, &r1);
-        add_rows(s->x, s->xb2, r0, r1);
+        shared_rows(m, &in, &L->w_down, s->xb2, s->x, NULL, ith);
         barrier(m, ith);  /* the layer's output in x */
         lead_step_done(m, ith, LLM_STEP_FFN_DOWN, &t);
         /* (the others only read x until the next barrier) */
@@ -855,7 +910,7 @@ static void decode_task(void *ctx, int ith, int nth) {
     /* hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states) */
     rmsnorm(xb, s->x, m->weights.output_norm, dim, c->rms_eps);
     set_input(&in, xb, dim);
-    own_rows(&in, &m->weights.output, d->logits, ith, nth, &r0, &r1);
+    shared_rows(m, &in, &m->weights.output, d->logits, NULL, NULL, ith);
     lead_step_done(m, ith, LLM_STEP_OUTPUT, &t);
 }
 

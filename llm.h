@@ -131,7 +131,8 @@ typedef struct {
      * on its own cache line, written by its thread only. */
     struct {
         double seconds;
-        double pad[7];
+        int64_t shared_rows;   /* rows of the shared products (wo, gate/up, down, output) it computed */
+        double pad[6];
     } barrier_wait[LLM_PROFILE_THREADS];
 } LlmProfile;
 
@@ -152,6 +153,9 @@ typedef struct {
     double repack_seconds;  /* what llm_prepare_weights took */
     int split_decode;       /* 1: one token runs as a pool task per step, as a chunk does (tests, A/B);
                                0 (default): all its layers in one task (decode_task in llm.c) */
+    int static_decode_rows; /* 1: in that task each thread computes exactly its split_range rows of every
+                               product (tests, A/B); 0 (default): a thread that finishes its share
+                               early takes rows from the others (threadpool_share_next). Same logits. */
     LlmProfile *profile;    /* NULL: the steps are not timed */
     LlmDumpFn dump;         /* NULL: no dumps */
     void *dump_user;

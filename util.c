@@ -204,6 +204,14 @@ static void cpu_relax(void) {}
  * the ViT pipeline, or another process) when there are more runnable threads than cores. */
 enum { SPIN_ITERATIONS = 1 << 12 };
 
+/* One thread's part of a shared step (threadpool_share_*): the units it has not claimed yet,
+ * [front, back), packed with the step's epoch into one word so that the owner (from the front) and
+ * a thread taking work (from the back) agree through one compare-and-swap. */
+struct ShareSlot {
+    _Alignas(64) _Atomic uint64_t range;  /* epoch (16 bits) | front (24) | back (24) */
+    uint32_t epoch;                         /* steps begun by this slot's thread (its own only) */
+};
+
 struct ThreadPool {
     int n_threads;
     pthread_t *threads;
@@ -215,6 +223,7 @@ struct ThreadPool {
     atomic_int stop;
     atomic_int barrier_arrived;          /* threads at the current barrier (threadpool_barrier) */
     atomic_uint_fast64_t barrier_phase;  /* barriers completed (next to the count: one line to pass) */
+    struct ShareSlot *shares;    /* n_threads, one cache line each (threadpool_share_*) */
     pthread_mutex_t mutex;
     pthread_cond_t wake;
 };
@@ -270,9 +279,17 @@ ThreadPool *threadpool_create(int n_threads, BlvError *err) {
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pool->threads = blv_calloc((size_t)n_threads, sizeof(pthread_t), "thread handles", err);
-    if (!pool->threads) {
+    pool->shares = aligned_alloc(64, (size_t)n_threads * sizeof(struct ShareSlot));
+    if (!pool->threads || !pool->shares) {
+        if (pool->threads && !pool->shares) blv_fail(err, "out of memory (thread pool work shares)");
+        free(pool->threads);
+        free(pool->shares);
         free(pool);
         return NULL;
+    }
+    for (int i = 0; i < n_threads; i++) {
+        atomic_init(&pool->shares[i].range, 0);
+        pool->shares[i].epoch = 0;
     }
     for (int i = 1; i < n_threads; i++) {
         WorkerArg *arg = malloc(sizeof *arg);
@@ -301,6 +318,7 @@ void threadpool_free(ThreadPool *pool) {
     pthread_mutex_destroy(&pool->mutex);
     pthread_cond_destroy(&pool->wake);
     free(pool->threads);
+    free(pool->shares);
     free(pool);
 }
 
@@ -382,6 +400,87 @@ void threadpool_barrier(ThreadPool *pool) {
         cpu_relax();
         if (i % SPIN_ITERATIONS == 0) sched_yield();  /* more threads than cores: let the others run */
     }
+}
+
+/* ---- work shared out while a task runs ------------------------------------------------------- */
+enum { SHARE_UNIT_BITS = 24 };
+
+static uint64_t share_pack(uint32_t epoch, int64_t front, int64_t back) {
+    return ((uint64_t)(epoch & 0xFFFF) << (2 * SHARE_UNIT_BITS)) | ((uint64_t)front << SHARE_UNIT_BITS) | (uint64_t)back;
+}
+static uint32_t share_epoch(uint64_t v) { return (uint32_t)(v >> (2 * SHARE_UNIT_BITS)); }
+static int64_t share_front(uint64_t v) { return (int64_t)((v >> SHARE_UNIT_BITS) & ((1u << SHARE_UNIT_BITS) - 1)); }
+static int64_t share_back(uint64_t v) { return (int64_t)(v & ((1u << SHARE_UNIT_BITS) - 1)); }
+
+void threadpool_share_begin(ThreadPool *pool, int ith, int64_t n, int64_t chunk, int balance, ShareClaim *c) {
+    int nth = threadpool_size(pool);
+    c->pool = nth > 1 ? pool : NULL;
+    c->ith = ith;
+    c->balance = balance;
+    c->chunk = chunk < 1 ? 1 : chunk;
+    split_range(n, ith, nth, 1, &c->next, &c->end);
+    if (n >= (int64_t)1 << SHARE_UNIT_BITS) c->pool = NULL;  /* too many to pack: the static split */
+    if (!c->pool) return;
+    struct ShareSlot *own = &pool->shares[ith];
+    c->epoch = (++own->epoch) & 0xFFFF;
+    atomic_store_explicit(&own->range, share_pack(c->epoch, c->next, c->end), memory_order_release);
+}
+
+/* Claims up to chunk units from the front of this thread's own slot. */
+static int claim_own(ShareClaim *c, int64_t *u0, int64_t *u1) {
+    struct ShareSlot *own = &c->pool->shares[c->ith];
+    uint64_t v = atomic_load_explicit(&own->range, memory_order_relaxed);
+    for (;;) {
+        int64_t front = share_front(v), back = share_back(v);
+        if (front >= back) return 0;
+        int64_t n = back - front < c->chunk ? back - front : c->chunk;
+        if (atomic_compare_exchange_weak_explicit(&own->range, &v, share_pack(c->epoch, front + n, back),
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+            *u0 = front;
+            *u1 = front + n;
+            return 1;
+        }
+    }
+}
+
+/* Takes the back half of what thread `victim` has left of the same step (nothing from a thread
+ * still on an earlier step, or with one chunk or less left: it is about to finish that itself). */
+static int take_half(ShareClaim *c, int victim, int64_t *u0, int64_t *u1) {
+    struct ShareSlot *slot = &c->pool->shares[victim];
+    uint64_t v = atomic_load_explicit(&slot->range, memory_order_relaxed);
+    for (;;) {
+        if (share_epoch(v) != c->epoch) return 0;
+        int64_t front = share_front(v), back = share_back(v);
+        if (back - front <= c->chunk) return 0;
+        int64_t take = (back - front) / 2;
+        if (atomic_compare_exchange_weak_explicit(&slot->range, &v, share_pack(c->epoch, front, back - take),
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+            *u0 = back - take;
+            *u1 = back;
+            return 1;
+        }
+    }
+}
+
+int threadpool_share_next(ShareClaim *c, int64_t *u0, int64_t *u1) {
+    if (!c->pool) {  /* one thread (or too many units): its split_range share, in chunks */
+        if (c->next >= c->end) return 0;
+        *u0 = c->next;
+        *u1 = c->next + c->chunk < c->end ? c->next + c->chunk : c->end;
+        c->next = *u1;
+        return 1;
+    }
+    if (claim_own(c, u0, u1)) return 1;
+    if (!c->balance) return 0;
+    int nth = c->pool->n_threads;
+    for (int k = 1; k < nth; k++) {
+        int64_t t0, t1;
+        if (!take_half(c, (c->ith + k) % nth, &t0, &t1)) continue;
+        /* the taken units become this thread's own, so that a third thread can take from them */
+        atomic_store_explicit(&c->pool->shares[c->ith].range, share_pack(c->epoch, t0, t1), memory_order_release);
+        return claim_own(c, u0, u1);
+    }
+    return 0;
 }
 
 void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int64_t *end) {

@@ -87,4 +87,30 @@ void threadpool_barrier(ThreadPool *pool);
  * multiples of `align` (use 1 for no alignment). */
 void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int64_t *end);
 
+/* ---- work shared out while a task runs -------------------------------------------------------
+ * A static split (split_range) leaves the faster threads waiting at the next barrier whenever the
+ * threads do not run at the same speed: a busy neighbour on the host, a vCPU far from its memory,
+ * a phone's big and little cores. Here every thread starts on its split_range share of n units and
+ * claims it from the front, `chunk` units at a time; a thread that has finished its own share takes
+ * the back half of what another thread has left (one compare-and-swap on that thread's cache line),
+ * and may lose half of it again in turn. Every unit is claimed exactly once. A caller whose results
+ * do not depend on which thread computes a unit (each matrix row's dot product does not) gets the
+ * static split's results bit for bit. With `balance` 0 nothing is taken: each thread does exactly
+ * its split_range share (for A/B runs and tests).
+ *
+ * Inside a pool task: every thread calls threadpool_share_begin for the same sequence of shared
+ * steps (the n of each may differ only if a step is not shared out), then threadpool_share_next
+ * until it returns 0. A thread may leave while others still work; the next barrier orders it all.
+ * From 2^24 units on, the static split. Works with a NULL or one-thread pool (it claims it all). */
+typedef struct {
+    ThreadPool *pool;
+    int ith, balance;
+    uint32_t epoch;          /* which shared step this is: a thread takes only from the same step */
+    int64_t chunk;
+    int64_t next, end;       /* one thread: the units left */
+} ShareClaim;
+void threadpool_share_begin(ThreadPool *pool, int ith, int64_t n, int64_t chunk, int balance, ShareClaim *c);
+/* Claims units [*u0, *u1); 0 when none is left for this thread. */
+int threadpool_share_next(ShareClaim *c, int64_t *u0, int64_t *u1);
+
 #endif

@@ -340,6 +340,12 @@ static void test_bench_profile(void) {
             CHECK(w && w->type == JSON_NUMBER && w->number >= 0 && w->number <= total->number * 1.0001,
                   "thread %zu waited %.4f ms of %.4f per token", t, w ? w->number : -1.0, total->number);
         }
+        /* the rows of the shared products: every one computed by exactly one thread */
+        const JsonValue *rows = json_get(prof, "shared_rows_pct");
+        CHECK(rows && rows->type == JSON_ARRAY && rows->count == 2, "no shared rows for 2 threads in %s", out);
+        if (rows && rows->type == JSON_ARRAY && rows->count == 2)
+            CHECK(fabs(json_at(rows, 0)->number + json_at(rows, 1)->number - 100.0) < 0.01, "rows %.3f%% + %.3f%%",
+                  json_at(rows, 0)->number, json_at(rows, 1)->number);
     }
     /* the prefill's steps: within the whole prefill; the products and attention do work */
     const JsonValue *pprof = json_get(&doc.root, "prefill_profile"), *psteps = json_get(pprof, "steps");

@@ -328,6 +328,60 @@ static void test_one_task_decode_equals_steps(void) {
     for (int v = 0; v < 2; v++) free(logits[v]);
 }
 
+/* The decode's shared products (wo, gate/up, down, output: threadpool_share_next lets a thread
+ * that finishes its rows early take rows from a slower one) against each thread computing exactly
+ * its split_range rows (Llm.static_decode_rows): the same logits bit for bit, with 2 threads and
+ * with 3 and 4 on this machine's cores, where the threads' progress is uneven and rows do change
+ * hands (how many is noted; it is not deterministic). The products have 64-128 groups of 16 rows,
+ * so each thread's share is several chunks and can be taken from. */
+static void test_shared_decode_rows_equal_static(void) {
+    LlmPreset p = {"sharetest", "random weights, untrained", 256, 2, 4, 2, 1024, 2048, 256, 10000.0f, 1e-5f, 0, 0};
+    enum { PREFILL = 5, STEPS = 12, V = 2048 };
+    int32_t ids[PREFILL + STEPS];
+    random_ids(ids, PREFILL + STEPS, 5);
+    char path[512];
+    if (random_model(&p, 31, TYPE_Q4_0, "sharetest.gguf", path) != 0) return;
+    float *logits[2];
+    for (int v = 0; v < 2; v++) logits[v] = calloc((size_t)STEPS * V, sizeof(float));
+    for (int threads = 2; threads <= 4; threads++) {
+        int64_t moved = 0, total = 0;
+        for (int v = 0; v < 2; v++) {  /* 0: rows shared out as they run, 1: static rows */
+            BlvError err;
+            Loaded L;
+            load_model(&L, path, 8, TYPE_F16, threads);
+            if (!L.ok) continue;
+            L.llm.static_decode_rows = v;
+            LlmProfile prof;
+            memset(&prof, 0, sizeof prof);
+            CHECK(llm_eval_tokens(&L.llm, ids, PREFILL, NULL, 0, &err) == 0, "%s", err.msg);
+            L.llm.profile = &prof;
+            for (int i = 0; i < STEPS; i++)
+                CHECK(llm_eval_tokens(&L.llm, ids + PREFILL + i, 1, logits[v] + (size_t)i * V, 0, &err) == 0, "%s",
+                      err.msg);
+            L.llm.profile = NULL;
+            for (int ith = 0; v == 0 && ith < threads; ith++) {  /* rows computed against its static share */
+                int64_t share = 0, s0, s1, g0, g1;
+                const int64_t rows[4] = {p.dim, p.ffn_dim, p.dim, p.vocab_size}, per_token[4] = {2, 2, 2, 1};
+                for (int k = 0; k < 4; k++) {
+                    split_range((rows[k] + 15) / 16, ith, threads, 1, &g0, &g1);
+                    s0 = g0 * 16;
+                    s1 = g1 * 16 < rows[k] ? g1 * 16 : rows[k];
+                    share += per_token[k] * (s1 - s0) * STEPS;
+                }
+                int64_t did = prof.barrier_wait[ith].shared_rows;
+                moved += did > share ? did - share : 0;
+                total += share;
+            }
+            unload_model(&L);
+        }
+        CHECK(memcmp(logits[0], logits[1], (size_t)STEPS * V * sizeof(float)) == 0,
+              "%d threads: shared rows give other logits than static rows", threads);
+        test_note("%d threads: %lld of %lld rows computed by another thread than split_range's", threads,
+                  (long long)moved, (long long)total);
+    }
+    for (int v = 0; v < 2; v++) free(logits[v]);
+}
+
 /* Repacking (llm_prepare_weights, run by the first evaluation): with a kernel family that has
  * Q4_0x16 kernels every Q4_0 product matrix is repacked (a layer's seven and the untied output;
  * token_embd stays as it is, its rows are looked up); the logits stay the file layout's up to float
@@ -383,6 +437,7 @@ void suite_llm(void) {
     RUN_TEST(test_stories_quantized_agreement);
     RUN_TEST(test_kv_cache_types);
     RUN_TEST(test_one_task_decode_equals_steps);
+    RUN_TEST(test_shared_decode_rows_equal_static);
     RUN_TEST(test_q4_0_repack_matches_file_layout);
     RUN_TEST(test_hf_llama_gqa_f32);
     RUN_TEST(test_hf_llama_tied_f32);

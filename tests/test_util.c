@@ -137,6 +137,91 @@ static void test_threadpool_barrier(void) {
     threadpool_barrier(NULL);  /* a NULL pool: nothing to wait for */
 }
 
+/* threadpool_share_*: in every one of many back-to-back steps (with a barrier between them, as the
+ * decode has) each unit is claimed by exactly one thread; with balance 0 each thread claims exactly
+ * its split_range share; a thread that starts late has part of its share taken by the others. */
+enum { SHARE_STEPS = 200, SHARE_MAX_THREADS = 4, SHARE_MAX_UNITS = 300 };
+
+typedef struct {
+    ThreadPool *pool;
+    int64_t n, chunk;
+    int balance;
+    int late_thread;                        /* -1, or a thread that sleeps before each step */
+    _Atomic int claims[SHARE_MAX_UNITS];    /* per unit, how many claimed it */
+    int owner[SHARE_MAX_UNITS];             /* the last thread to claim it */
+    _Atomic int wrong;                      /* units claimed 0 or 2+ times in some step */
+    _Atomic long taken;                     /* units computed by a thread other than split_range's */
+    _Atomic int outside_share;              /* balance 0: claims outside the thread's own share */
+} ShareCheck;
+
+static void share_check_task(void *ctx, int ith, int nth) {
+    ShareCheck *c = ctx;
+    int64_t s, e;
+    split_range(c->n, ith, nth, 1, &s, &e);
+    for (int step = 0; step < SHARE_STEPS; step++) {
+        if (ith == c->late_thread && step % 50 == 0) usleep(2000);
+        ShareClaim claim;
+        threadpool_share_begin(c->pool, ith, c->n, c->chunk, c->balance, &claim);
+        int64_t u0, u1;
+        while (threadpool_share_next(&claim, &u0, &u1)) {
+            CHECK(u0 >= 0 && u0 < u1 && u1 <= c->n && u1 - u0 <= c->chunk, "claimed [%lld, %lld) of %lld, chunk %lld",
+                  (long long)u0, (long long)u1, (long long)c->n, (long long)c->chunk);
+            for (int64_t u = u0; u < u1 && u1 <= c->n; u++) {
+                atomic_fetch_add(&c->claims[u], 1);
+                c->owner[u] = ith;
+                if (u < s || u >= e) atomic_fetch_add(&c->taken, 1);
+                if (!c->balance && (u < s || u >= e)) atomic_fetch_add(&c->outside_share, 1);
+            }
+        }
+        threadpool_barrier(c->pool);
+        if (ith == 0)
+            for (int64_t u = 0; u < c->n; u++) {
+                if (atomic_load(&c->claims[u]) != 1) atomic_fetch_add(&c->wrong, 1);
+                atomic_store(&c->claims[u], 0);
+            }
+        threadpool_barrier(c->pool);
+    }
+}
+
+static void test_threadpool_share(void) {
+    static const int64_t ns[] = {0, 1, 5, 64, 299};
+    static const int64_t chunks[] = {1, 4};
+    for (int nth = 1; nth <= SHARE_MAX_THREADS; nth++) {
+        ThreadPool *pool = new_pool(nth);
+        if (!pool) continue;
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+            for (size_t ch = 0; ch < 2; ch++)
+                for (int balance = 0; balance <= 1; balance++) {
+                    ShareCheck *c = calloc(1, sizeof *c);
+                    c->pool = pool;
+                    c->n = ns[k];
+                    c->chunk = chunks[ch];
+                    c->balance = balance;
+                    c->late_thread = nth > 1 ? nth - 1 : -1;
+                    threadpool_run(pool, share_check_task, c);
+                    CHECK(atomic_load(&c->wrong) == 0, "%d threads, n %lld, chunk %lld, balance %d: %d units not claimed "
+                          "exactly once", nth, (long long)c->n, (long long)c->chunk, balance, atomic_load(&c->wrong));
+                    CHECK(atomic_load(&c->outside_share) == 0, "balance 0: %d claims outside the thread's share",
+                          atomic_load(&c->outside_share));
+                    /* a late thread with 2+ chunks of its own has some taken by the others */
+                    if (balance && nth > 1 && ns[k] / nth >= 4 * chunks[ch])
+                        CHECK(atomic_load(&c->taken) > 0, "%d threads, n %lld, chunk %lld: nothing taken from the "
+                              "late thread in %d steps", nth, (long long)c->n, (long long)c->chunk, SHARE_STEPS);
+                    free(c);
+                }
+        threadpool_free(pool);
+    }
+    /* a NULL pool: the one thread claims everything, chunk by chunk */
+    ShareClaim claim;
+    threadpool_share_begin(NULL, 0, 10, 4, 1, &claim);
+    int64_t u0, u1, next = 0;
+    while (threadpool_share_next(&claim, &u0, &u1)) {
+        CHECK(u0 == next && u1 == (next + 4 < 10 ? next + 4 : 10), "NULL pool: [%lld, %lld)", (long long)u0, (long long)u1);
+        next = u1;
+    }
+    CHECK(next == 10, "NULL pool: claimed up to %lld of 10", (long long)next);
+}
+
 /* Released pages of a file mapping leave the resident set and read the file's bytes again when
  * touched (the LLM releases the file's Q4_0 pages once it has repacked them). */
 static void test_release_mapped_pages(void) {
@@ -198,6 +283,7 @@ void suite_util(void) {
     RUN_TEST(test_median);
     RUN_TEST(test_threadpool_round_trip);
     RUN_TEST(test_threadpool_barrier);
+    RUN_TEST(test_threadpool_share);
     RUN_TEST(test_release_mapped_pages);
     RUN_TEST(test_alloc_large);
 }
