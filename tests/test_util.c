@@ -148,7 +148,6 @@ typedef struct {
     int balance;
     int late_thread;                        /* -1, or a thread that sleeps before each step */
     _Atomic int claims[SHARE_MAX_UNITS];    /* per unit, how many claimed it */
-    int owner[SHARE_MAX_UNITS];             /* the last thread to claim it */
     _Atomic int wrong;                      /* units claimed 0 or 2+ times in some step */
     _Atomic long taken;                     /* units computed by a thread other than split_range's */
     _Atomic int outside_share;              /* balance 0: claims outside the thread's own share */
@@ -168,7 +167,6 @@ static void share_check_task(void *ctx, int ith, int nth) {
                   (long long)u0, (long long)u1, (long long)c->n, (long long)c->chunk);
             for (int64_t u = u0; u < u1 && u1 <= c->n; u++) {
                 atomic_fetch_add(&c->claims[u], 1);
-                c->owner[u] = ith;
                 if (u < s || u >= e) atomic_fetch_add(&c->taken, 1);
                 if (!c->balance && (u < s || u >= e)) atomic_fetch_add(&c->outside_share, 1);
             }
