@@ -281,7 +281,7 @@ static void print_profile(const StepProfile *p) {
            "one task; thread 0's waits are inside the steps above)\n", p->threads - 1);
     printf("  %-10s", "rows");
     for (int t = 0; t < p->threads; t++) printf(t ? " / %.1f%%" : " %7.1f%%", p->rows_pct[t]);
-    printf("  of the rows of wo, gate/up, down and output each thread computed (a thread that finishes its share "
+    printf("  of the products' rows each thread computed (a thread that finishes its share "
            "early takes rows from a slower one)\n");
 }
 

@@ -740,15 +740,14 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
  * apart (bench's `thread hand-off`, ~330 ns round trip) each of those hand-offs costs microseconds
  * of idle memory bus. Here the whole token is one task: every thread quantizes each product's input
  * into its own area and computes its rows, and the threads meet at a barrier only where a step
- * needs what the others wrote (four per layer). The rows of q, k and v are the ones matmul would
- * give the thread; those of the later products are shared out as they run (shared_rows). Each row
- * is computed as forward_chunk computes it with T = 1, operation for operation, whichever thread
- * does it, so the logits are the same bit for bit. */
+ * needs what the others wrote (five per layer). The rows of every product are shared out as they
+ * run (shared_rows), and each thread attends its split_range share of the KV heads. Each row is
+ * computed as forward_chunk computes it with T = 1, operation for operation, whichever thread does
+ * it, so the logits are the same bit for bit. */
 typedef struct {
     Llm *m;
     int64_t pos;
     float *logits;          /* (vocab) or NULL */
-    int heads_follow_rows;  /* each thread's q, k, v rows are exactly the heads it attends: no barrier */
 } DecodeTask;
 
 /* A thread's product input: x, prepared (quantized) for the weight type of the last product. */
@@ -773,23 +772,14 @@ static void prepare_input(ThreadInput *in, const Matrix *w) {
     }
 }
 
-/* Thread ith's rows of out = W x (the rows matmul gives it); returns them in [*r0, *r1). */
-static void own_rows(ThreadInput *in, const Matrix *w, float *out, int ith, int nth, int64_t *r0, int64_t *r1) {
-    prepare_input(in, w);
-    split_range(w->rows, ith, nth, MATVEC_ROW_ALIGN, r0, r1);
-    matvec_rows(out, w->data, w->type, w->cols, w->rows, in->x, in->area, *r0, *r1);
-}
-
 /* hidden_states = residual + hidden_states, on rows [r0, r1) */
 static void add_rows(float *x, const float *y, int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) x[i] += y[i];
 }
 
-/* The products after the attention (wo, gate/up, down, output) are shared out while they run
- * (threadpool_share_next): a thread that finishes its own rows takes rows from a slower one, in
- * groups of MATVEC_ROW_ALIGN rows claimed SHARE_CHUNK_GROUPS at a time (64 rows: 90-250 KB of Q4_0
- * weights, a few microseconds). q, k and v are not: each thread's rows there are the heads it
- * attends next, with no barrier in between. */
+/* The decode's products are shared out while they run (threadpool_share_next): a thread that
+ * finishes its own rows takes rows from a slower one, in groups of MATVEC_ROW_ALIGN rows claimed
+ * SHARE_CHUNK_GROUPS at a time (64 rows: 90-250 KB of Q4_0 weights, a few microseconds). */
 enum { SHARE_CHUNK_GROUPS = 4, MAX_SHARED_RANGES = 32 };
 
 /* The row ranges one thread computed of a shared product, so that a second product (up after
@@ -850,7 +840,7 @@ static void decode_task(void *ctx, int ith, int nth) {
     Llm *m = d->m;
     const LlmConfig *c = &m->config;
     LlmState *s = &m->state;
-    int64_t dim = c->dim, r0, r1;
+    int64_t dim = c->dim;
     float *xb = s->decode_xb + ith * s->decode_xb_stride;
     ThreadInput in = {(uint8_t *)s->decode_input + ith * s->decode_input_bytes, NULL, 0, -1};
     double t = m->profile && ith == 0 ? blv_now() : 0.0;
@@ -862,10 +852,10 @@ static void decode_task(void *ctx, int ith, int nth) {
         lead_step_done(m, ith, LLM_STEP_NORM, &t);
         /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
         set_input(&in, xb, dim);
-        own_rows(&in, &L->wq, s->q, ith, nth, &r0, &r1);
-        own_rows(&in, &L->wk, s->k, ith, nth, &r0, &r1);
-        own_rows(&in, &L->wv, s->v, ith, nth, &r0, &r1);
-        if (!d->heads_follow_rows) barrier(m, ith);
+        shared_rows(m, &in, &L->wq, s->q, NULL, NULL, ith);
+        shared_rows(m, &in, &L->wk, s->k, NULL, NULL, ith);
+        shared_rows(m, &in, &L->wv, s->v, NULL, NULL, ith);
+        barrier(m, ith);  /* every head's q, k and v */
         lead_step_done(m, ith, LLM_STEP_QKV, &t);
         /* RoPE, the KV cache update and the attention of this thread's KV heads (attention_task) */
         AttentionTask att = {m, l, 1, d->pos, llm_kv_head_row(m, s->key_cache, l, 0, 0),
@@ -914,26 +904,9 @@ static void decode_task(void *ctx, int ith, int nth) {
     lead_step_done(m, ith, LLM_STEP_OUTPUT, &t);
 }
 
-/* Whether every thread's q, k and v rows (split as matmul splits them) are the rows of the query and
- * KV heads it attends (split_range over the KV heads): then its attention needs nothing another
- * thread wrote. (bluelm-v-3b with 2 threads: 10 query heads of 128 = 1280 rows, 2 KV heads = 256.) */
-static int heads_follow_rows(const Llm *m) {
-    const LlmConfig *c = &m->config;
-    int nth = threadpool_size(m->pool);
-    int64_t group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
-    for (int ith = 0; ith < nth; ith++) {
-        int64_t h0, h1, q0, q1, k0, k1;
-        split_range(c->n_kv_heads, ith, nth, 1, &h0, &h1);
-        split_range(c->n_heads * hd, ith, nth, MATVEC_ROW_ALIGN, &q0, &q1);
-        split_range(c->n_kv_heads * hd, ith, nth, MATVEC_ROW_ALIGN, &k0, &k1);
-        if (q0 != h0 * group * hd || q1 != h1 * group * hd || k0 != h0 * hd || k1 != h1 * hd) return 0;
-    }
-    return 1;
-}
-
 /* One token (its input embedding in state.x) at position pos; logits (vocab) when not NULL. */
 static void decode_token(Llm *m, int64_t pos, float *logits) {
-    DecodeTask task = {m, pos, logits, heads_follow_rows(m)};
+    DecodeTask task = {m, pos, logits};
     threadpool_run(m->pool, decode_task, &task);
 }
 

@@ -131,7 +131,7 @@ typedef struct {
      * on its own cache line, written by its thread only. */
     struct {
         double seconds;
-        int64_t shared_rows;   /* rows of the shared products (wo, gate/up, down, output) it computed */
+        int64_t shared_rows;   /* rows of the decode's products it computed (up's not counted again) */
         double pad[6];
     } barrier_wait[LLM_PROFILE_THREADS];
 } LlmProfile;

@@ -280,10 +280,9 @@ static void test_kv_cache_types(void) {
 
 /* One token in one task (decode_task: each thread quantizes each product's input itself, barriers
  * between the steps) against the task-per-step path a chunk takes (Llm.split_decode): the same
- * logits bit for bit, for quantized and float weights, every KV cache type and 1-3 threads (with 2
- * threads each thread's q, k, v rows are the heads it attends; with 3 they are not, and a barrier
- * separates the products from the attention). The tokens go one at a time after a prefill, and
- * also as a prefill in chunks of one token with logits for every position. */
+ * logits bit for bit, for quantized and float weights, every KV cache type and 1-3 threads. The
+ * tokens go one at a time after a prefill, and also as a prefill in chunks of one token with logits
+ * for every position. */
 static void test_one_task_decode_equals_steps(void) {
     LlmPreset p = {"decodetest", "random weights, untrained", 128, 2, 4, 2, 256, 512, 256, 10000.0f, 1e-5f, 1, 0};
     static const int wtypes[] = {TYPE_Q4_0, TYPE_Q8_0, TYPE_F32};
@@ -328,8 +327,8 @@ static void test_one_task_decode_equals_steps(void) {
     for (int v = 0; v < 2; v++) free(logits[v]);
 }
 
-/* The decode's shared products (wo, gate/up, down, output: threadpool_share_next lets a thread
- * that finishes its rows early take rows from a slower one) against each thread computing exactly
+/* The decode's shared products (q, k, v, wo, gate/up, down, output: threadpool_share_next lets a
+ * thread that finishes its rows early take rows from a slower one) against each thread computing exactly
  * its split_range rows (Llm.static_decode_rows): the same logits bit for bit, with 2 threads and
  * with 3 and 4 on this machine's cores, where the threads' progress is uneven and rows do change
  * hands (how many is noted; it is not deterministic). The products have 64-128 groups of 16 rows,
@@ -361,8 +360,10 @@ static void test_shared_decode_rows_equal_static(void) {
             L.llm.profile = NULL;
             for (int ith = 0; v == 0 && ith < threads; ith++) {  /* rows computed against its static share */
                 int64_t share = 0, s0, s1, g0, g1;
-                const int64_t rows[4] = {p.dim, p.ffn_dim, p.dim, p.vocab_size}, per_token[4] = {2, 2, 2, 1};
-                for (int k = 0; k < 4; k++) {
+                const int64_t kv_dim = p.dim / p.n_heads * p.n_kv_heads;  /* q: dim rows, k and v: kv_dim */
+                const int64_t rows[6] = {p.dim, kv_dim, p.dim, p.ffn_dim, p.dim, p.vocab_size};
+                const int64_t per_token[6] = {2, 4, 2, 2, 2, 1};              /* per layer (2), or once */
+                for (int k = 0; k < 6; k++) {
                     split_range((rows[k] + 15) / 16, ith, threads, 1, &g0, &g1);
                     s0 = g0 * 16;
                     s1 = g1 * 16 < rows[k] ? g1 * 16 : rows[k];
