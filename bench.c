@@ -240,11 +240,11 @@ static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t
     p->threads = threadpool_size(m->pool) < LLM_PROFILE_THREADS ? threadpool_size(m->pool) : LLM_PROFILE_THREADS;
     int64_t shared_rows = 0;
     for (int t = 0; t < p->threads; t++) {
-        p->wait_ms[t] = 1e3 * prof.barrier_wait[t].seconds / (double)p->tokens;
-        shared_rows += prof.barrier_wait[t].shared_rows;
+        p->wait_ms[t] = 1e3 * prof.threads[t].wait_seconds / (double)p->tokens;
+        shared_rows += prof.threads[t].shared_rows;
     }
     for (int t = 0; t < p->threads; t++)
-        p->rows_pct[t] = shared_rows > 0 ? 100.0 * (double)prof.barrier_wait[t].shared_rows / (double)shared_rows : 0.0;
+        p->rows_pct[t] = shared_rows > 0 ? 100.0 * (double)prof.threads[t].shared_rows / (double)shared_rows : 0.0;
     if (rc == 0) p->attention_arithmetic_ms = 1e3 * llm_attention_arithmetic_seconds(bluelmv_llm(b), context);
     p->bound_ms = profile_bound(p);
     p->done = rc == 0;

@@ -816,7 +816,7 @@ static void shared_rows(Llm *m, ThreadInput *in, const Matrix *w, float *out, fl
         }
         rows += r1 - r0;
     }
-    if (m->profile && ith < LLM_PROFILE_THREADS) m->profile->barrier_wait[ith].shared_rows += rows;
+    if (m->profile && ith < LLM_PROFILE_THREADS) m->profile->threads[ith].shared_rows += rows;
 }
 
 /* threadpool_barrier, the wait timed into the profile when the steps are timed. */
@@ -827,7 +827,7 @@ static void barrier(Llm *m, int ith) {
     }
     double t0 = blv_now();
     threadpool_barrier(m->pool);
-    m->profile->barrier_wait[ith].seconds += blv_now() - t0;
+    m->profile->threads[ith].wait_seconds += blv_now() - t0;
 }
 
 /* step_done on the thread that reports (thread 0); its waits at the barriers count in the step. */

@@ -123,17 +123,18 @@ enum {
     LLM_STEPS
 };
 extern const char *const llm_step_names[LLM_STEPS];
-enum { LLM_PROFILE_THREADS = 16 };  /* threads whose waits are kept (the others' are not) */
+enum { LLM_PROFILE_THREADS = 16 };  /* threads whose figures are kept (the others' are not) */
 typedef struct {
     double seconds[LLM_STEPS];
-    /* A decoded token (one task): the time each thread spent waiting at the barriers between the
-     * steps — how unevenly the threads' shares took (thread 0's waits are also in its steps). Each
-     * on its own cache line, written by its thread only. */
+    /* A decoded token (one task), per thread, each on its own cache line and written by its thread
+     * only: the time it spent waiting at the barriers between the steps — how unevenly the threads'
+     * shares took (thread 0's waits are also in its steps) — and the rows of the products it
+     * computed (its own share and what it took from others; up's rows, gate's again, not counted). */
     struct {
-        double seconds;
-        int64_t shared_rows;   /* rows of the decode's products it computed (up's not counted again) */
+        double wait_seconds;
+        int64_t shared_rows;
         double pad[6];
-    } barrier_wait[LLM_PROFILE_THREADS];
+    } threads[LLM_PROFILE_THREADS];
 } LlmProfile;
 
 typedef struct {

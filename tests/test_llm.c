@@ -369,7 +369,7 @@ static void test_shared_decode_rows_equal_static(void) {
                     s1 = g1 * 16 < rows[k] ? g1 * 16 : rows[k];
                     share += per_token[k] * (s1 - s0) * STEPS;
                 }
-                int64_t did = prof.barrier_wait[ith].shared_rows;
+                int64_t did = prof.threads[ith].shared_rows;
                 moved += did > share ? did - share : 0;
                 total += share;
             }
