@@ -772,6 +772,11 @@ static void prepare_input(ThreadInput *in, const Matrix *w) {
     }
 }
 
+/* out[r] = W[r] . x for rows [r0, r1), x prepared in `in` for W's type */
+static void product_rows(const ThreadInput *in, const Matrix *w, float *out, int64_t r0, int64_t r1) {
+    matvec_rows(out, w->data, w->type, w->cols, w->rows, in->x, in->area, r0, r1);
+}
+
 /* hidden_states = residual + hidden_states, on rows [r0, r1) */
 static void add_rows(float *x, const float *y, int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) x[i] += y[i];
@@ -808,7 +813,7 @@ static void shared_rows(Llm *m, ThreadInput *in, const Matrix *w, float *out, fl
     if (done) done->n = 0;
     while (threadpool_share_next(&claim, &g0, &g1)) {
         int64_t r0 = g0 * MATVEC_ROW_ALIGN, r1 = g1 * MATVEC_ROW_ALIGN < w->rows ? g1 * MATVEC_ROW_ALIGN : w->rows;
-        matvec_rows(out, w->data, w->type, w->cols, w->rows, in->x, in->area, r0, r1);
+        product_rows(in, w, out, r0, r1);
         if (resid) add_rows(resid, out, r0, r1);
         if (done) {
             record_range(done, r0, r1);
@@ -878,8 +883,7 @@ static void decode_task(void *ctx, int ith, int nth) {
         shared_rows(m, &in, &L->w_gate, s->hb, NULL, &done, ith);
         prepare_input(&in, &L->w_up);
         for (int i = 0; i < done.n; i++) {
-            const Matrix *up = &L->w_up;
-            matvec_rows(s->hb2, up->data, up->type, up->cols, up->rows, in.x, in.area, done.r0[i], done.r1[i]);
+            product_rows(&in, &L->w_up, s->hb2, done.r0[i], done.r1[i]);
             ops_swiglu(s->hb + done.r0[i], s->hb2 + done.r0[i], done.r1[i] - done.r0[i]);
         }
         barrier(m, ith);  /* all of SiLU(gate) * up in hb */
