@@ -2,6 +2,7 @@
 #include "test.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,14 +140,18 @@ static void test_threadpool_barrier(void) {
 
 /* threadpool_share_*: in every one of many back-to-back steps (with a barrier between them, as the
  * decode has) each unit is claimed by exactly one thread; with balance 0 each thread claims exactly
- * its split_range share; a thread that starts late has part of its share taken by the others. */
+ * its split_range share; a thread that stalls after its first chunk has part of its share taken
+ * by the others. In those steps the others begin only once the late thread has begun and claimed
+ * (a thread that has not begun a step cannot have work taken from it: without the wait the test
+ * would depend on which thread the scheduler runs first). */
 enum { SHARE_STEPS = 200, SHARE_MAX_THREADS = 4, SHARE_MAX_UNITS = 300 };
 
 typedef struct {
     ThreadPool *pool;
     int64_t n, chunk;
     int balance;
-    int late_thread;                        /* -1, or a thread that sleeps before each step */
+    int late_thread;                        /* -1, or a thread that stalls in some steps */
+    _Atomic int stalled_step;               /* the step in which late_thread has claimed and stalls */
     _Atomic int claims[SHARE_MAX_UNITS];    /* per unit, how many claimed it */
     _Atomic int wrong;                      /* units claimed 0 or 2+ times in some step */
     _Atomic long taken;                     /* units computed by a thread other than split_range's */
@@ -157,11 +162,18 @@ static void share_check_task(void *ctx, int ith, int nth) {
     int64_t s, e;
     split_range(c->n, ith, nth, 1, &s, &e);
     for (int step = 0; step < SHARE_STEPS; step++) {
-        if (ith == c->late_thread && step % 50 == 0) usleep(2000);
+        int stall_step = c->late_thread >= 0 && step % 100 == 0;
+        if (stall_step && ith != c->late_thread)
+            while (atomic_load(&c->stalled_step) != step) sched_yield();
         ShareClaim claim;
         threadpool_share_begin(c->pool, ith, c->n, c->chunk, c->balance, &claim);
         int64_t u0, u1;
-        while (threadpool_share_next(&claim, &u0, &u1)) {
+        int got = threadpool_share_next(&claim, &u0, &u1);
+        if (stall_step && ith == c->late_thread) {
+            atomic_store(&c->stalled_step, step);
+            usleep(20000);  /* 20 ms with its share published: ages, even under qemu */
+        }
+        for (; got; got = threadpool_share_next(&claim, &u0, &u1)) {
             CHECK(u0 >= 0 && u0 < u1 && u1 <= c->n && u1 - u0 <= c->chunk, "claimed [%lld, %lld) of %lld, chunk %lld",
                   (long long)u0, (long long)u1, (long long)c->n, (long long)c->chunk);
             for (int64_t u = u0; u < u1 && u1 <= c->n; u++) {
@@ -194,6 +206,7 @@ static void test_threadpool_share(void) {
                     c->chunk = chunks[ch];
                     c->balance = balance;
                     c->late_thread = nth > 1 ? nth - 1 : -1;
+                    atomic_store(&c->stalled_step, -1);
                     threadpool_run(pool, share_check_task, c);
                     CHECK(atomic_load(&c->wrong) == 0, "%d threads, n %lld, chunk %lld, balance %d: %d units not claimed "
                           "exactly once", nth, (long long)c->n, (long long)c->chunk, balance, atomic_load(&c->wrong));
