@@ -631,6 +631,16 @@ TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *
  * memory read ~50-58 GB/s no gain could be told from the noise. */
 enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
 
+/* The activations are read again for every 16-row group, but between two reads of the same line
+ * the group's weights (16 rows × K/2 bytes: 62 KB for bluelm-v-3b's `down`) stream through L1 and
+ * evict it, so each block's activations would come from L2 while the vpdpbusd waits on them. The
+ * GEMV asks for them GEMV_ACT_AHEAD blocks (two pairs) ahead, into L1. Measured in the decode
+ * (Zen 4, 2 threads, bluelm-v-3b at 2016 tokens of context, token by token against the kernel
+ * without it in one process): x1.028, x1.037 and x1.024 per token (medians of 12, 24 and 24
+ * repetitions), `down` 5-14% faster; 2 blocks ahead gave x1.004, 6 x1.033, 8 x1.028, 16 x1.012.
+ * Reading a precomputed float scale instead of quant_fp16_table added nothing measurable. */
+enum { GEMV_ACT_AHEAD = 4 };
+
 TARGET_AVX512 INLINE void prefetch_page_ahead(const void *p, size_t step) {
     const char *ahead = (const char *)p + GEMV_PAGE_AHEAD;
     const uintptr_t offset = (uintptr_t)ahead & 4095;
@@ -652,6 +662,9 @@ TARGET_AVX512 INLINE void gemv_x16_group(const MatmulJob *job, int64_t t0, const
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
         prefetch_page_ahead(&x[p], sizeof x[p]);
+        if (2 * p + GEMV_ACT_AHEAD < job->nb)
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++) _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;
