@@ -687,10 +687,16 @@ TGT INLINE void FN(kv_scores_keys)(const OpsAttnKV *a, float *s, int64_t j0, int
             for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_set1(q[h * hd + d + c]), kv, acc[h][c]);
         }
     }
-    for (int c = 0; d < hd; d++, c++) {  /* hd % OPS_KV_CHAINS dimensions left: chains 0.. */
-        VF kv = vf_load_h(k + d * OPS_KV_KEYS);
+    /* hd % OPS_KV_CHAINS dimensions left: chains 0.. A loop unrolled over the chain index, so that
+     * acc is only ever indexed by constants: with the index a variable (c++ per dimension left) the
+     * compiler kept acc in memory for that loop and stored and reloaded all the accumulators around
+     * it for every L keys even when no dimension was left, ~6% of the attention (Zen 4, hd 128). */
+    _Pragma("GCC unroll 8")
+    for (int c = 0; c < OPS_KV_CHAINS - 1; c++) {
+        if (d + c >= hd) break;
+        VF kv = vf_load_h(k + (d + c) * OPS_KV_KEYS);
         _Pragma("GCC unroll 8")
-        for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_set1(q[h * hd + d]), kv, acc[h][c]);
+        for (int h = 0; h < nh; h++) acc[h][c] = vf_fma(vf_set1(q[h * hd + d + c]), kv, acc[h][c]);
     }
     const int nk = a->n - j0 < L ? (int)(a->n - j0) : L;
     _Pragma("GCC unroll 8")

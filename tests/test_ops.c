@@ -587,7 +587,9 @@ static void test_attention_kv_f16(void) {
         int64_t n, hd, group, ld;
     } cases[] = {{1, 128, 5, 512}, {2, 128, 5, 640}, {37, 128, 5, 512}, {300, 128, 5, 512}, {17, 64, 8, 64},
                  {9, 72, 3, 80},   {33, 5, 1, 7},    {65, 40, 4, 40},   {1000, 128, 1, 128}, {12, 33, 9, 35}, {2048, 128, 5, 128}, {49, 128, 4, 128},
-                 {21, 32, 7, 32}, {50, 96, 2, 100}, {130, 128, 6, 256}};
+                 {21, 32, 7, 32}, {50, 96, 2, 100}, {130, 128, 6, 256},
+                 /* head sizes leaving 1, 2 and 3 dimensions past the last whole OPS_KV_CHAINS */
+                 {29, 35, 3, 40}, {19, 18, 2, 18}, {40, 7, 5, 9}, {20, 2, 3, 2}, {17, 3, 6, 3}};
     double worst = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int64_t n = cases[ci].n, hd = cases[ci].hd, group = cases[ci].group, ld = cases[ci].ld;
