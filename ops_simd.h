@@ -690,7 +690,8 @@ TGT INLINE void FN(kv_scores_keys)(const OpsAttnKV *a, float *s, int64_t j0, int
     /* hd % OPS_KV_CHAINS dimensions left: chains 0.. A loop unrolled over the chain index, so that
      * acc is only ever indexed by constants: with the index a variable (c++ per dimension left) the
      * compiler kept acc in memory for that loop and stored and reloaded all the accumulators around
-     * it for every L keys even when no dimension was left, ~6% of the attention (Zen 4, hd 128). */
+     * it for every L keys even when no dimension was left (Zen 4, hd 128, in cache: the score
+     * pass ~45.5 -> ~43.5 cycles per key). */
     _Pragma("GCC unroll 8")
     for (int c = 0; c < OPS_KV_CHAINS - 1; c++) {
         if (d + c >= hd) break;

@@ -636,9 +636,10 @@ enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
  * evict it, so each block's activations would come from L2 while the vpdpbusd waits on them. The
  * GEMV asks for them GEMV_ACT_AHEAD blocks (two pairs) ahead, into L1. Measured in the decode
  * (Zen 4, 2 threads, bluelm-v-3b at 2016 tokens of context, token by token against the kernel
- * without it in one process): x1.028, x1.037 and x1.024 per token (medians of 12, 24 and 24
- * repetitions), `down` 5-14% faster; 2 blocks ahead gave x1.004, 6 x1.033, 8 x1.028, 16 x1.012.
- * Reading a precomputed float scale instead of quant_fp16_table added nothing measurable. */
+ * without it in one process): about 2% per token (x1.014 and x1.025 against a second copy of the
+ * baseline in the same rotation; x1.024-1.037 against the first, which runs slower), `down`'s rows
+ * 5-14% faster. 2 blocks ahead did nothing; 6, 8 and 16 no better than 4. Reading a precomputed
+ * float scale instead of quant_fp16_table added nothing measurable. */
 enum { GEMV_ACT_AHEAD = 4 };
 
 TARGET_AVX512 INLINE void prefetch_page_ahead(const void *p, size_t step) {
