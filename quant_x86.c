@@ -663,9 +663,11 @@ TARGET_AVX512 INLINE void gemv_x16_group(const MatmulJob *job, int64_t t0, const
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
         prefetch_page_ahead(&x[p], sizeof x[p]);
-        if (2 * p + GEMV_ACT_AHEAD < job->nb)
+        if (2 * p + GEMV_ACT_AHEAD < job->nb) {
 #pragma GCC unroll 4
-            for (int j = 0; j < NT; j++) _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
+            for (int j = 0; j < NT; j++)
+                _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
+        }
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;

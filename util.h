@@ -99,7 +99,8 @@ void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int
  * its split_range share (for A/B runs and tests).
  *
  * Inside a pool task: every thread calls threadpool_share_begin for the same sequence of shared
- * steps, with the same n for each, then threadpool_share_next until it returns 0. A thread may leave while others still work; the next barrier orders it all.
+ * steps, with the same n for each, then threadpool_share_next until it returns 0. A thread may leave
+ * while others still work; the next barrier orders it all.
  * From 2^24 units on, the static split. Works with a NULL or one-thread pool (it claims it all). */
 typedef struct {
     ThreadPool *pool;
