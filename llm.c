@@ -458,8 +458,10 @@ static void matmul_m(Llm *m, float *out, const Matrix *w, const float *x, int64_
  * are one contiguous stream (the hardware prefetcher follows it; position-major rows would be
  * head_dim-sized pieces a whole KV row apart). An F16 or Q8_0 key cache holds each head's positions
  * in blocks of OPS_KV_KEYS, dimension-major inside a block (ops.h: ops_kv_key_index, ops_kv_q8_*),
- * so that the decode attention's scores keep one key per vector lane; the row of `pos` is then the
- * start of its block when pos is a multiple of OPS_KV_KEYS (the only use made of it). */
+ * so that the decode attention's scores keep one key per vector lane, and a Q8_0 value cache holds
+ * them in the same blocks with 4 positions' codes together (ops_kv_q8_value_offset), for its integer
+ * P·V; the row of `pos` is then the start of its block when pos is a multiple of OPS_KV_KEYS (the
+ * only use made of it). */
 uint8_t *llm_kv_head_row(const Llm *m, void *cache, int64_t layer, int64_t kv_head, int64_t pos) {
     return (uint8_t *)cache +
            (size_t)(((layer * m->config.n_kv_heads + kv_head) * m->state.kv_positions + pos) * m->state.kv_head_row_bytes);
@@ -471,14 +473,21 @@ static void kv_store_head(Llm *m, int64_t layer, int64_t pos, int64_t h, const f
     if (m->kv_type == TYPE_F16) {  /* into its block: dimension d of the key at ops_kv_key_index */
         uint16_t *keys = (uint16_t *)llm_kv_head_row(m, m->state.key_cache, layer, h, 0);
         for (int64_t d = 0; d < hd; d++) keys[ops_kv_key_index(pos, d, hd)] = fp32_to_fp16(k[d]);
-    } else if (m->kv_type == TYPE_Q8_0) {  /* quantized as a row, each block's scale and codes into place */
+    } else if (m->kv_type == TYPE_Q8_0) {  /* quantized as rows, each block's scale and codes into place */
         uint8_t *keys = llm_kv_head_row(m, m->state.key_cache, layer, h, 0);
+        uint8_t *values = llm_kv_head_row(m, m->state.value_cache, layer, h, 0);
         for (int64_t b = 0; b < hd / QK; b++) {
-            BlockQ8_0 blk;
-            quantize_row(TYPE_Q8_0, k + b * QK, &blk, QK);
-            memcpy(keys + ops_kv_q8_scale_offset(pos, b, hd), &blk.d, sizeof blk.d);
-            for (int i = 0; i < QK; i++) keys[ops_kv_q8_code_offset(pos, b * QK + i, hd)] = (uint8_t)blk.qs[i];
+            BlockQ8_0 kb, vb;
+            quantize_row(TYPE_Q8_0, k + b * QK, &kb, QK);
+            quantize_row(TYPE_Q8_0, v + b * QK, &vb, QK);
+            memcpy(keys + ops_kv_q8_scale_offset(pos, b, hd), &kb.d, sizeof kb.d);
+            memcpy(values + ops_kv_q8_scale_offset(pos, b, hd), &vb.d, sizeof vb.d);
+            for (int i = 0; i < QK; i++) {
+                keys[ops_kv_q8_code_offset(pos, b * QK + i, hd)] = (uint8_t)kb.qs[i];
+                values[ops_kv_q8_value_offset(pos, b * QK + i, hd)] = (uint8_t)vb.qs[i];
+            }
         }
+        return;
     } else {
         quantize_row(m->kv_type, k, llm_kv_head_row(m, m->state.key_cache, layer, h, pos), hd);
     }
@@ -523,7 +532,7 @@ static void attention_group(const AttentionTask *a, int64_t t, int64_t kv_head, 
     if (m->kv_type == TYPE_Q8_0) {  /* the query heads quantized after the scores' area */
         BlockQ8_0 *qq = (BlockQ8_0 *)((uint8_t *)work + att_query_offset(m->n_ctx, group, hd));
         for (int64_t g = 0; g < group; g++) quantize_row(TYPE_Q8_0, q + g * hd, qq + g * (hd / QK), hd);
-        OpsAttnKVQ8 kv = {(const uint8_t *)qq, keys, values, out, pos + 1, hd, m->state.kv_head_row_bytes, group, scale};
+        OpsAttnKVQ8 kv = {(const uint8_t *)qq, keys, values, out, pos + 1, hd, group, scale};
         ops_attn_kv_q8(&kv, work);
         return;
     }

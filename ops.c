@@ -449,16 +449,28 @@ void ops_attn_kv_q8_ref(const OpsAttnKVQ8 *a, void *work) {
         }
     }
     for (int64_t g = 0; g < a->group; g++) {
-        float *p = s + g * n;
+        float *p = s + g * n, *o = a->out + g * hd;
         float inv = 1.0f / ops_softmax_row_ref(p, p, n, a->scale);
-        for (int64_t d = 0; d < hd; d++) {
-            float o = 0.0f;
-            for (int64_t j = 0; j < n; j++) {
-                const uint8_t *blk = a->v + j * a->ld + d / 32 * 34;
-                o = fmaf(p[j], (float)(int8_t)blk[2 + d % 32] * f16_at(blk), o);
+        for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
+        for (int64_t j0 = 0; j0 < n; j0 += OPS_KV_KEYS) {  /* P·V: key blocks in order */
+            const int64_t nk = n - j0 < OPS_KV_KEYS ? n - j0 : OPS_KV_KEYS;
+            for (int64_t b = 0; b < nb; b++) {
+                float w[OPS_KV_KEYS], wmax = 0.0f;  /* the value scales folded into the probabilities */
+                for (int64_t jj = 0; jj < nk; jj++) {
+                    w[jj] = p[j0 + jj] * f16_at(a->v + ops_kv_q8_scale_offset(j0 + jj, b, hd));
+                    wmax = fmaxf(wmax, w[jj]);
+                }
+                const float c = wmax > 0.0f ? 127.0f / wmax : 0.0f, dp = wmax * OPS_KV_INV127;
+                int32_t pq[OPS_KV_KEYS];
+                for (int64_t jj = 0; jj < nk; jj++) pq[jj] = ops_rne_clamp_ref(w[jj] * c, 0.0f, 127.0f);
+                for (int64_t d = b * 32; d < b * 32 + 32; d++) {
+                    int32_t isum = 0;
+                    for (int64_t jj = 0; jj < nk; jj++) isum += pq[jj] * (int8_t)a->v[ops_kv_q8_value_offset(j0 + jj, d, hd)];
+                    o[d] = fmaf((float)isum, dp, o[d]);
+                }
             }
-            a->out[g * hd + d] = o * inv;
         }
+        for (int64_t d = 0; d < hd; d++) o[d] *= inv;
     }
 }
 

@@ -150,35 +150,53 @@ int64_t ops_attn_kv_work_bytes(int64_t n, int64_t group, int64_t hd);
 void ops_attn_kv_f16(const OpsAttnKV *a, void *work);
 
 /* ---- decode attention over a Q8_0 cache (the paper's INT8 KV cache) --------------------------------
- * The same steps over 8-bit codes with one f16 scale per 32 dimensions (llama.cpp's Q8_0 block), hd a
- * multiple of 32. The query arrives quantized the same way (quantize_row_q8_0_ref), so that a score
- * is an integer dot product per block, as llama.cpp scores a Q8_0 cache:
+ * Keys and values as 8-bit codes with one f16 scale per 32 dimensions (llama.cpp's Q8_0 block), hd a
+ * multiple of 32, and both products in integers. The query arrives quantized the same way
+ * (quantize_row_q8_0_ref), so that a score is an integer dot product per block, as llama.cpp scores
+ * a Q8_0 cache:
  *   s[g][j] = Σ_b ((float)Σ_i kq[j][i]·qq[g][i] · dk[j][b]) · dq[g][b]    blocks b in order from 0:
  *             exactly vec_dot_q8_0_q8_0_ref(hd, key j, query g), the key as its x
  *   p, sum  = ops_softmax_row(s[g], n, scale)
- *   o[g][d] = Σ_j fmaf(p[g][j], dv[j][b]·(float)vq[j][d], o[g][d])   (dequantize_row_q8_0's value)
+ * P·V in integers too (the INT8 cache's scale scheme is ours to choose: paper-notes [U] 6). For each
+ * block of OPS_KV_KEYS positions and 32 dimensions b, the value scales are folded into the
+ * probabilities, which are then quantized to 0..127 against the block's largest:
+ *   w[j]    = p[g][j] · dv[j][b]                          (0 for the positions past n)
+ *   W       = max_j w[j];  c = W > 0 ? 127 / W : 0;  dp = W · OPS_KV_INV127
+ *   pq[j]   = rne(w[j] · c)                               (0..127: ops_rne_clamp_ref(.., 0, 127))
+ *   o[g][d] = fmaf((float)Σ_j pq[j]·vq[j][d], dp, o[g][d])    key blocks in order from 0, o from 0
  *   out[g][d] = o[g][d] · (1 / sum)
- * Keys are stored in blocks of OPS_KV_KEYS positions; a block is hd / 32 sub-blocks of
- * OPS_KV_Q8_SUB bytes (the same bytes as 16 Q8_0 rows), one per 32 dimensions: the 16 keys' f16
- * scales, then the codes with 4 dimensions of a key together and the keys consecutive (dimensions
- * 4i..4i+3 of key j at 32 + 64·i + 4·j + 0..3), so that one vector load holds 4 dimensions of L keys
- * and an int8 dot-product instruction adds them into each key's lane. Values are Q8_0 rows. */
-#define OPS_KV_Q8_SUB (OPS_KV_KEYS * 34)  /* bytes of one 32-dimension sub-block of a key block */
-static inline int64_t ops_kv_q8_sub_offset(int64_t j, int64_t b, int64_t hd) {  /* key block of j, dims 32b.. */
+ * Each pq is within half a step (W / 254) of w·(127 / W), so |o - Σ p·v| ≤ Σ_blocks (W / 254)·Σ_j |vq[j][d]|
+ * plus float rounding (tests/test_ops.c checks that bound against double precision).
+ * Keys and values are stored in blocks of OPS_KV_KEYS positions; a block is hd / 32 sub-blocks of
+ * OPS_KV_Q8_SUB bytes (the same bytes as 16 Q8_0 rows), one per 32 dimensions: the 16 positions' f16
+ * scales, then the codes.
+ *   keys:   4 dimensions of a key together and the keys consecutive (dimensions 4i..4i+3 of key j at
+ *           32 + 64·i + 4·j + 0..3): one vector load holds 4 dimensions of L keys, and an int8
+ *           dot-product instruction adds them into each key's lane (the scores);
+ *   values: 4 consecutive positions together and the dimensions consecutive (dimension d of position
+ *           j at 32 + 128·(j % 16 / 4) + 4·d + j % 4): one vector load holds L dimensions of 4
+ *           positions, and the dot-product instruction with those 4 positions' pq broadcast adds them
+ *           into each dimension's lane (P·V). */
+#define OPS_KV_Q8_SUB (OPS_KV_KEYS * 34)  /* bytes of one 32-dimension sub-block of a key or value block */
+#define OPS_KV_INV127 (1.0f / 127.0f)    /* the float nearest 1/127 */
+static inline int64_t ops_kv_q8_sub_offset(int64_t j, int64_t b, int64_t hd) {  /* block of j, dims 32b.. */
     return (j / OPS_KV_KEYS * (hd / 32) + b) * OPS_KV_Q8_SUB;
 }
-static inline int64_t ops_kv_q8_scale_offset(int64_t j, int64_t b, int64_t hd) {  /* f16 scale of key j, block b */
+static inline int64_t ops_kv_q8_scale_offset(int64_t j, int64_t b, int64_t hd) {  /* f16 scale of j, block b */
     return ops_kv_q8_sub_offset(j, b, hd) + j % OPS_KV_KEYS * 2;
 }
 static inline int64_t ops_kv_q8_code_offset(int64_t j, int64_t d, int64_t hd) {  /* int8 code of key j, dim d */
     return ops_kv_q8_sub_offset(j, d / 32, hd) + 2 * OPS_KV_KEYS + d % 32 / 4 * (4 * OPS_KV_KEYS) + j % OPS_KV_KEYS * 4 + d % 4;
 }
+static inline int64_t ops_kv_q8_value_offset(int64_t j, int64_t d, int64_t hd) {  /* int8 code of value j, dim d */
+    return ops_kv_q8_sub_offset(j, d / 32, hd) + 2 * OPS_KV_KEYS + j % OPS_KV_KEYS / 4 * 128 + d % 32 * 4 + j % 4;
+}
 typedef struct {
     const uint8_t *q;           /* (group, hd / 32) Q8_0 blocks of 34 bytes: the query heads quantized */
-    const uint8_t *k;           /* (n / OPS_KV_KEYS rounded up) key blocks: ops_kv_q8_*_offset */
-    const uint8_t *v;           /* (n, ld bytes): the hd / 32 Q8_0 blocks of position j at j·ld */
+    const uint8_t *k;           /* (n / OPS_KV_KEYS rounded up) key blocks: ops_kv_q8_code_offset */
+    const uint8_t *v;           /* (n / OPS_KV_KEYS rounded up) value blocks: ops_kv_q8_value_offset */
     float *out;                 /* (group, hd) */
-    int64_t n, hd, ld, group;
+    int64_t n, hd, group;
     float scale;                /* head_dim^-0.5 */
 } OpsAttnKVQ8;
 int64_t ops_attn_kv_q8_work_bytes(int64_t n, int64_t group, int64_t hd);

@@ -901,54 +901,46 @@ TGT INLINE void FN(kvq8_scores)(const OpsAttnKVQ8 *a, const float *dq, const int
     }
 }
 
-/* As kv_pv_tile, over Q8_0 value rows: nv (<= KV_ND) whole vectors of dimensions from d0 (hd is a
- * multiple of 32, so a vector never straddles two blocks), each value vector the codes widened and
- * converted, times the block's scale. */
-TGT INLINE void FN(kvq8_pv_tile)(const OpsAttnKVQ8 *a, const float *p, int64_t g0, const int nh, int64_t d0, const int nv,
-                                 int64_t j0, int64_t nj, int first, int prefetch) {
-    VF acc[6][KV_ND];  /* nh <= KV_HEADS <= 6 */
+/* P·V of one key block [j0, j0 + OPS_KV_KEYS) (nk of its positions below n) and one 32-dimension
+ * block b, for every head, as the reference: w = p·dv (the positions past n zeroed), its largest W, the
+ * codes pq = rne(w·127 / W) stored as bytes (4 positions per 32-bit word, as the value codes pair
+ * them), then per L dimensions the 4 position quads' value vectors each dot4_pv'ed with the head's
+ * quad of pq broadcast, and o += isum·dp in the out rows. */
+TGT INLINE void FN(kvq8_pv_sub)(const OpsAttnKVQ8 *a, const float *p, int64_t j0, int nk, int64_t b, int8_t *pq, float *dp) {
+    enum { U = OPS_KV_KEYS / L };  /* vectors of positions per key block */
+    const int64_t hd = a->hd;
+    const uint8_t *sub = a->v + ops_kv_q8_sub_offset(j0, b, hd);
+    VF dv[U];
     _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++)
+    for (int u = 0; u < U; u++) dv[u] = vf_load_h((const uint16_t *)(sub + u * L * 2));
+    for (int64_t g = 0; g < a->group; g++) {
+        VF w[U], m = vf_zero();
         _Pragma("GCC unroll 8")
-        for (int e = 0; e < KV_ND; e++)
-            acc[h][e] = first || e >= nv ? vf_zero() : vf_load(a->out + (g0 + h) * a->hd + d0 + e * L);
-    const int64_t prefetch_end = prefetch ? a->n - KV_PREFETCH : 0;  /* rows with a row KV_PREFETCH ahead */
-    const int64_t blk0 = d0 / 32 * 34, span = ((d0 + nv * L + 31) / 32 - d0 / 32) * 34;  /* the tile's blocks */
-    for (int64_t jb = j0; jb < j0 + nj; jb += L) {  /* j0 is a multiple of L */
-        const float *pb = p + FN(kv_score_index)(a->group, jb, g0);  /* head g0 + h, key jb + jj: pb[h·L + jj] */
-        const int64_t nb = j0 + nj - jb < L ? j0 + nj - jb : L;
-        for (int64_t jj = 0; jj < nb; jj++) {
-            const uint8_t *row = a->v + (jb + jj) * a->ld;
-            if (jb + jj < prefetch_end) FN(prefetch_row)((const uint16_t *)(row + KV_PREFETCH * a->ld + blk0), span / 2, 1);
-            VF vv[KV_ND];
+        for (int u = 0; u < U; u++) {
+            w[u] = vf_mul(vf_load(p + FN(kv_score_index)(a->group, j0 + u * L, g)), dv[u]);
+            if (nk < OPS_KV_KEYS) w[u] = vf_keep_n(w[u], nk - u * L < 0 ? 0 : nk - u * L > L ? L : nk - u * L);
+            m = vf_max(m, w[u]);
+        }
+        const float wmax = vf_hmax(m);
+        const VF c = vf_set1(wmax > 0.0f ? 127.0f / wmax : 0.0f);
+        dp[g] = wmax * OPS_KV_INV127;
+        _Pragma("GCC unroll 8")
+        for (int u = 0; u < U; u++) vi_store_bytes(pq + g * OPS_KV_KEYS + u * L, vf_rne_clamp(vf_mul(w[u], c), 0.0f, 127.0f), L);
+    }
+    const uint8_t *codes = sub + 2 * OPS_KV_KEYS;  /* quad i, dimension d: codes + 128·i + 4·d */
+    _Pragma("GCC unroll 8")
+    for (int e = 0; e < 32 / L; e++) {
+        VI vq[OPS_KV_KEYS / 4];
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < OPS_KV_KEYS / 4; i++) vq[i] = vi_load(codes + 128 * i + 4 * L * e);
+        for (int64_t g = 0; g < a->group; g++) {
+            VI acc = vi_zero();
             _Pragma("GCC unroll 8")
-            for (int e = 0; e < KV_ND; e++) {
-                const int64_t d = d0 + e * L;
-                const uint8_t *blk = row + d / 32 * 34;
-                vv[e] = e < nv ? vf_mul(vi_cvt(vi_load_i8(blk + 2 + d % 32)), vf_bcast_h(blk)) : vf_zero();
-            }
-            _Pragma("GCC unroll 8")
-            for (int h = 0; h < nh; h++) {
-                VF pj = vf_set1(pb[h * L + jj]);
-                _Pragma("GCC unroll 8")
-                for (int e = 0; e < KV_ND; e++)
-                    if (e < nv) acc[h][e] = vf_fma(pj, vv[e], acc[h][e]);
-            }
+            for (int i = 0; i < OPS_KV_KEYS / 4; i++) acc = dot4_pv(acc, vi_bcast4(pq + g * OPS_KV_KEYS + 4 * i), vq[i]);
+            float *o = a->out + g * hd + b * 32 + e * L;
+            vf_store(o, vf_fma(vi_cvt(acc), vf_set1(dp[g]), vf_load(o)));
         }
     }
-    _Pragma("GCC unroll 8")
-    for (int h = 0; h < nh; h++)
-        _Pragma("GCC unroll 8")
-        for (int e = 0; e < KV_ND; e++)
-            if (e < nv) vf_store(a->out + (g0 + h) * a->hd + d0 + e * L, acc[h][e]);
-}
-
-/* One key block for heads [g0, g0 + nh), the head count fixed at compile time. */
-TGT INLINE void FN(kvq8_pv_block)(const OpsAttnKVQ8 *a, const float *p, int64_t g0, const int nh, int64_t j0, int64_t nj) {
-    const int64_t w = KV_ND * L;
-    int64_t d0 = 0;
-    for (; d0 + w <= a->hd; d0 += w) FN(kvq8_pv_tile)(a, p, g0, nh, d0, KV_ND, j0, nj, j0 == 0, g0 == 0);
-    if (d0 < a->hd) FN(kvq8_pv_tile)(a, p, g0, nh, d0, (int)((a->hd - d0) / L), j0, nj, j0 == 0, g0 == 0);
 }
 
 TGT void FN(ops_attn_kv_q8)(const OpsAttnKVQ8 *a, void *work) {
@@ -960,19 +952,15 @@ TGT void FN(ops_attn_kv_q8)(const OpsAttnKVQ8 *a, void *work) {
     for (int64_t j0 = 0; j0 < n; j0 += L) FN(kvq8_scores)(a, dq, corr, s, j0);
     float inv[64];
     FN(kv_softmax)(s, n, a->group, a->scale, inv);
-    for (int64_t j0 = 0; j0 < n; j0 += KV_KBLOCK) {  /* as in ops_attn_kv_f16 */
-        int64_t nj = n - j0 < KV_KBLOCK ? n - j0 : KV_KBLOCK;
-        for (int64_t g0 = 0; g0 < a->group; g0 += KV_HEADS) {
-            int64_t nh = a->group - g0 < KV_HEADS ? a->group - g0 : KV_HEADS;
-            switch (nh) {  /* KV_HEADS <= 6 */
-            case 1: FN(kvq8_pv_block)(a, s, g0, 1, j0, nj); break;
-            case 2: FN(kvq8_pv_block)(a, s, g0, 2, j0, nj); break;
-            case 3: FN(kvq8_pv_block)(a, s, g0, 3, j0, nj); break;
-            case 4: FN(kvq8_pv_block)(a, s, g0, 4, j0, nj); break;
-            case 5: FN(kvq8_pv_block)(a, s, g0, 5, j0, nj); break;
-            default: FN(kvq8_pv_block)(a, s, g0, 6, j0, nj); break;
-            }
-        }
+    int8_t pq[64 * OPS_KV_KEYS];  /* group <= 64 */
+    float dp[64];
+    for (int64_t i = 0; i < a->group * a->hd; i++) a->out[i] = 0.0f;
+    const int64_t block_bytes = nb * OPS_KV_Q8_SUB;
+    for (int64_t j0 = 0; j0 < n; j0 += OPS_KV_KEYS) {
+        const int nk = n - j0 < OPS_KV_KEYS ? (int)(n - j0) : OPS_KV_KEYS;
+        if (j0 + KV_PREFETCH < n)  /* the value block KV_PREFETCH positions ahead */
+            FN(prefetch_row)((const uint16_t *)(a->v + ops_kv_q8_sub_offset(j0 + KV_PREFETCH, 0, a->hd)), block_bytes / 2, 1);
+        for (int64_t b = 0; b < nb; b++) FN(kvq8_pv_sub)(a, s, j0, nk, b, pq, dp);
     }
     FN(kv_normalize)(a->out, a->group, a->hd, inv);
 }

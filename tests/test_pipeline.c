@@ -158,9 +158,10 @@ static void test_e2e_mid_matches_pytorch(void) { e2e_matches_pytorch(&E2E_MID); 
 
 /* The mid golden (head_dim 32) with a quantized KV cache: Q8_0 (the paper's INT8 cache) and F16. The
  * golden is F32 arithmetic, so the logits move by the caches' rounding, which the generating script
- * models in numpy (tests/data/e2e_mid/README.md): 7.5e-7 with an F16 cache; 8.1e-4 with K and V
- * through Q8_0 and the query too, as a Q8_0 cache is scored (4.6e-4 without the query). The Q8_0 run
- * must land within 20% of its model, which tells the two apart; F16 below the same 1e-3. */
+ * models in numpy (tests/data/e2e_mid/README.md): 7.5e-7 with an F16 cache; 9.0e-4 with K and V
+ * through Q8_0, the query too (as a Q8_0 cache is scored) and the probabilities quantized in P·V
+ * (pv_int8, as ops.h computes it); 8.1e-4 without that last step, 4.6e-4 without the query. The Q8_0
+ * run must land within 5% of its model, which tells the three apart; F16 below the same 1e-3. */
 static void test_e2e_mid_kv_cache_types(void) {
     static const struct {
         int type;
@@ -193,8 +194,8 @@ static void test_e2e_mid_kv_cache_types(void) {
         CHECK(r.shape_ok && r.n_nonfinite == 0 && r.nmse <= 1e-3, "KV %s: logits NMSE %.3g (shape ok %d, %lld non-finite)",
               kvs[k].name, r.nmse, r.shape_ok, (long long)r.n_nonfinite);
         if (kvs[k].type == TYPE_Q8_0)
-            CHECK(fabs(r.nmse - 8.1e-4) <= 0.2 * 8.1e-4, "KV q8_0: logits NMSE %.3g, the numpy model of the cache 8.1e-4", r.nmse);
-        test_note("KV cache %s: logits NMSE %.2g vs the F32 golden (max abs %.2g, top-1 %lld/%lld); greedy agrees "
+            CHECK(fabs(r.nmse - 9.0e-4) <= 0.05 * 9.0e-4, "KV q8_0: logits NMSE %.3g, the numpy model of the cache 9.0e-4", r.nmse);
+        test_note("KV cache %s: logits NMSE %.3g vs the F32 golden (max abs %.2g, top-1 %lld/%lld); greedy agrees "
                   "for %d/32 tokens", kvs[k].name, r.nmse, r.max_abs, (long long)r.top1_agree, (long long)r.top1_rows,
                   agree);
     }

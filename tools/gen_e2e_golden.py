@@ -756,24 +756,49 @@ def np_vision(kv, t, pixels):
     return outs, merged, y
 
 
-def q8_0_roundtrip(z):
-    """ggml's Q8_0 (quantize_row_q8_0_ref) and back, over blocks of 32 along the last axis:
-    d = max|x| / 127, q = round(x / d) (half away from zero, as roundf), value = q · fp16(d)."""
+def q8_0_split(z):
+    """ggml's Q8_0 (quantize_row_q8_0_ref) over blocks of 32 along the last axis: the codes and the
+    fp16 scales, as float64. d = max|x| / 127, q = round(x / d) (half away from zero, as roundf)."""
     z32 = z.astype(np.float32)
     b = z32.reshape(*z32.shape[:-1], -1, 32)
     d = (np.abs(b).max(-1, keepdims=True) / np.float32(127)).astype(np.float32)
     inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
     v = b * inv
     q = np.sign(v) * np.floor(np.abs(v) + 0.5)
-    return (q * d.astype(np.float16).astype(np.float32)).reshape(z.shape).astype(np.float64)
+    return q.reshape(z.shape).astype(np.float64), d[..., 0].astype(np.float16).astype(np.float64)
 
 
-def np_llm(kv, t, x0, kv_f16=False, kv_q8=False, q_q8=False):
+def q8_0_roundtrip(z):
+    """ggml's Q8_0 and back: value = q · fp16(d)."""
+    q, d = q8_0_split(z)
+    return (q.reshape(*q.shape[:-1], -1, 32) * d[..., None]).reshape(z.shape)
+
+
+def pv_int8(p, vq, dv):
+    """The INT8 cache's P·V (bluelmv's ops.h, "decode attention over a Q8_0 cache"), in float64:
+    p (nq, nk) unnormalised probabilities (0 where masked), vq (nk, hd) value codes, dv (nk, hd // 32)
+    their scales. Per block of 16 positions and 32 dimensions, w = p·dv is quantized to 0..127 against
+    the block's largest W (round half to even), and the integer sums are scaled by W / 127."""
+    nq, nk = p.shape
+    hd = vq.shape[1]
+    out = np.zeros((nq, hd))
+    for j0 in range(0, nk, 16):
+        for b in range(hd // 32):
+            w = p[:, j0:j0 + 16] * dv[j0:j0 + 16, b][None]
+            W = w.max(1, keepdims=True)
+            pq = np.rint(np.where(W > 0, w * 127 / np.where(W > 0, W, 1), 0))
+            out[:, b * 32:(b + 1) * 32] += (pq @ vq[j0:j0 + 16, b * 32:(b + 1) * 32]) * (W / 127)
+    return out
+
+
+def np_llm(kv, t, x0, kv_f16=False, kv_q8=False, q_q8=False, p_q8=False):
     """Float64 forward over input embeddings x0 (n, d) with the GGUF tensors as stored: permuted
     Q/K, rotating adjacent pairs (2i, 2i+1) by pos·θ^(-2i/hd) (llama.cpp's NORMAL rope).
     kv_f16: round K (after RoPE) and V to float16, as an F16 KV cache stores them; kv_q8: pass them
     through Q8_0 (blocks of 32 along head_dim), as a Q8_0 KV cache stores them; q_q8: the query (after
-    RoPE) through Q8_0 too, as llama.cpp (and bluelmv) score a Q8_0 key cache: Q8_0 · Q8_0 dots."""
+    RoPE) through Q8_0 too, as llama.cpp (and bluelmv) score a Q8_0 key cache: Q8_0 · Q8_0 dots;
+    p_q8 (with kv_q8): P·V as bluelmv computes it over a Q8_0 cache, the probabilities quantized too
+    (pv_int8)."""
     nh, nkv = kv["llama.attention.head_count"], kv["llama.attention.head_count_kv"]
     d = kv["llama.embedding_length"]
     hd, eps, base = d // nh, kv["llama.attention.layer_norm_rms_epsilon"], kv["llama.rope.freq_base"]
@@ -802,6 +827,7 @@ def np_llm(kv, t, x0, kv_f16=False, kv_q8=False, q_q8=False):
             k = k.astype(np.float32).astype(np.float16).astype(np.float64)
             v = v.astype(np.float32).astype(np.float16).astype(np.float64)
         if kv_q8:
+            vq, dv = q8_0_split(v)
             k, v = q8_0_roundtrip(k), q8_0_roundtrip(v)
         if q_q8:
             q = q8_0_roundtrip(q)
@@ -810,7 +836,10 @@ def np_llm(kv, t, x0, kv_f16=False, kv_q8=False, q_q8=False):
             kvh = hh // (nh // nkv)
             s = q[:, hh] @ k[:, kvh].T / np.sqrt(hd) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
-            att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kvh]
+            if p_q8:
+                att[:, hh] = pv_int8(s, vq[:, kvh], dv[:, kvh]) / s.sum(-1, keepdims=True)
+            else:
+                att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kvh]
         x = x + att.reshape(n, -1) @ T[b + "attn_output.weight"].T
         h = rms(x, T[b + "ffn_norm.weight"])
         g, u = h @ T[b + "ffn_gate.weight"].T, h @ T[b + "ffn_up.weight"].T
@@ -1011,14 +1040,16 @@ def main():
     #      mistakes (tanh GELU in the projector; raster instead of VILA token order)
     f16_logits, _ = np_llm(kv_l, t_l, x_np, kv_f16=True)
     nm_f16 = nmse(f16_logits, R["logits"])
-    nm_q8 = nm_q8q = None
+    nm_q8 = nm_q8q = nm_q8p = None
     if kv_l["llama.embedding_length"] // kv_l["llama.attention.head_count"] % 32 == 0:
         q8_logits, _ = np_llm(kv_l, t_l, x_np, kv_q8=True)
         nm_q8 = nmse(q8_logits, R["logits"])
         q8q_logits, _ = np_llm(kv_l, t_l, x_np, kv_q8=True, q_q8=True)
         nm_q8q = nmse(q8q_logits, R["logits"])
+        q8p_logits, _ = np_llm(kv_l, t_l, x_np, kv_q8=True, q_q8=True, p_q8=True)
+        nm_q8p = nmse(q8p_logits, R["logits"])
         print(f"tolerance landmark: logits with a Q8_0 KV cache (numpy) NMSE {nm_q8:.2g}; the query through Q8_0 "
-              f"too NMSE {nm_q8q:.2g}")
+              f"too NMSE {nm_q8q:.2g}; and the probabilities quantized in P·V NMSE {nm_q8p:.3g}")
     with torch.no_grad():
         mt_ = torch.from_numpy(V["merged"])
         y = proj[3](torch.nn.functional.gelu(proj[1](proj[0](mt_)), approximate="tanh")).numpy()
@@ -1081,7 +1112,7 @@ def main():
         ids_before=ids_before, ids_after=ids_after, pieces_before=[vocab[0][i].decode() for i in ids_before],
         pieces_after=[vocab[0][i].decode() for i in ids_after], gen=gen, R=R, seed=seed, orders=orders,
         order_matters=order_matters, image=image, d_in=d_in, d_all=d_all, vchecks=[(nm, nmse(a, r)) for nm, a, r in vchecks],
-        gen_text=tok.decode([1] + gen, errors="replace"), out=args.out, nm_f16=nm_f16, nm_q8=nm_q8, nm_q8q=nm_q8q, nm_tanh=nm_tanh,
+        gen_text=tok.decode([1] + gen, errors="replace"), out=args.out, nm_f16=nm_f16, nm_q8=nm_q8, nm_q8q=nm_q8q, nm_q8p=nm_q8p, nm_tanh=nm_tanh,
         ma_tanh=ma_tanh, ma_ok=ma_ok, nm_raster=nm_raster, grid_default=grid_default, cfg_marks=cfg_marks, merged_var=float(V["merged"].var(-1).mean())))
 
     # ---- for information: bluelmv's own tokenizer on the two text parts
@@ -1340,7 +1371,9 @@ to ~1e-12 (logits), see the self-checks. Landmarks computed by the script:
     if d["nm_q8"] is not None:
         lines += f"""- a Q8_0 KV cache (K after RoPE and V through ggml's Q8_0, one block of 32 per head row,
   numpy): logits NMSE {d['nm_q8']:.2g}; with the query through Q8_0 as well (the scores as Q8_0 · Q8_0
-  dot products, as llama.cpp and bluelmv compute them over a Q8_0 cache): {d['nm_q8q']:.2g};
+  dot products, as llama.cpp and bluelmv compute them over a Q8_0 cache): {d['nm_q8q']:.2g}; and with
+  P·V in integers as bluelmv computes it over a Q8_0 cache (the probabilities times the value scales
+  quantized to 0..127 per 16 positions and 32 dimensions, `pv_int8`): {d['nm_q8p']:.2g};
 """
     lines += f"""- the tanh GELU instead of the erf GELU in the projector: `image_embeds` NMSE {d['nm_tanh']:.2g}, max abs
   {d['ma_tanh']:.2g} (a float64 evaluation of the right formula: {d['ma_ok']:.2g}) — a real mistake that only a
