@@ -40,12 +40,6 @@ TGT INLINE VF vf_load(const float *p) { return _mm256_loadu_ps(p); }
 TGT INLINE void vf_store(float *p, VF v) { _mm256_storeu_ps(p, v); }
 /* L halves (IEEE binary16) converted to floats, exactly */
 TGT INLINE VF vf_load_h(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-/* one half converted and broadcast to every lane */
-TGT INLINE VF vf_bcast_h(const void *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-}
 TGT INLINE VF vf_load_n(const float *p, int n) { return _mm256_maskload_ps(p, m8(n)); }
 TGT INLINE VF vf_load_n_fill(const float *p, int n, float fill) {
     __m256i m = m8(n);
@@ -173,8 +167,6 @@ TGT INLINE VI vi_load(const void *p) { return _mm256_loadu_si256((const __m256i 
 TGT INLINE void vi_store(void *p, VI v) { _mm256_storeu_si256((__m256i *)p, v); }
 TGT INLINE void vi_store_n(void *p, VI v, int n) { _mm256_maskstore_epi32((int *)p, m8(n), v); }
 TGT INLINE VI vi_bcast4(const void *p) { return _mm256_set1_epi32(load_i32(p)); }
-/* L signed bytes, each widened to its int32 lane */
-TGT INLINE VI vi_load_i8(const void *p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 TGT INLINE VF vi_cvt(VI v) { return _mm256_cvtepi32_ps(v); }
 TGT INLINE int32_t vi_hsum(VI v) {
     __m128i q = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

@@ -40,12 +40,6 @@ TGT INLINE VF vf_load(const float *p) { return _mm512_loadu_ps(p); }
 TGT INLINE void vf_store(float *p, VF v) { _mm512_storeu_ps(p, v); }
 /* L halves (IEEE binary16) converted to floats, exactly */
 TGT INLINE VF vf_load_h(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-/* one half converted and broadcast to every lane */
-TGT INLINE VF vf_bcast_h(const void *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-}
 TGT INLINE VF vf_load_n(const float *p, int n) { return _mm512_maskz_loadu_ps(m16(n), p); }
 TGT INLINE VF vf_load_n_fill(const float *p, int n, float fill) {
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m16(n), p);
@@ -161,8 +155,6 @@ TGT INLINE VI vi_load(const void *p) { return _mm512_loadu_si512(p); }
 TGT INLINE void vi_store(void *p, VI v) { _mm512_storeu_si512(p, v); }
 TGT INLINE void vi_store_n(void *p, VI v, int n) { _mm512_mask_storeu_epi32(p, m16(n), v); }
 TGT INLINE VI vi_bcast4(const void *p) { return _mm512_set1_epi32(load_i32(p)); }
-/* L signed bytes, each widened to its int32 lane */
-TGT INLINE VI vi_load_i8(const void *p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)); }
 TGT INLINE VF vi_cvt(VI v) { return _mm512_cvtepi32_ps(v); }
 TGT INLINE int32_t vi_hsum(VI v) { return _mm512_reduce_add_epi32(v); }
 /* lane i: bytes r0[i], r1[i], r2[i], r3[i] (each in -128..127) */

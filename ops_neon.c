@@ -28,12 +28,6 @@ INLINE VF vf_load(const float *p) { return vld1q_f32(p); }
 INLINE void vf_store(float *p, VF v) { vst1q_f32(p, v); }
 /* L halves (IEEE binary16) converted to floats, exactly */
 INLINE VF vf_load_h(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
-/* one half converted and broadcast to every lane */
-INLINE VF vf_bcast_h(const void *p) {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h)));
-}
 INLINE VF vf_load_n(const float *p, int n) {
     float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     memcpy(t, p, (size_t)n * sizeof(float));
@@ -158,12 +152,6 @@ INLINE VI vi_bcast4(const void *p) {
     return vdupq_n_s32(v);
 }
 INLINE VF vi_cvt(VI v) { return vcvtq_f32_s32(v); }
-/* L signed bytes, each widened to its int32 lane */
-INLINE VI vi_load_i8(const void *p) {
-    int32_t w;
-    memcpy(&w, p, sizeof w);
-    return vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w)))));
-}
 INLINE int32_t vi_hsum(VI v) { return vaddvq_s32(v); }
 INLINE VI vi_pack4(VI r0, VI r1, VI r2, VI r3) {
     const VI ff = vdupq_n_s32(0xFF);

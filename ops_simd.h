@@ -11,14 +11,15 @@
  *             max min abs neg select_ge0 div_or_zero (0 where the divisor is ≤ 0) rne_clamp rne hmax
  *             tree_sum (the lanes' part of the OPS_LANES tree) exp (ops_exp1_ref) exp_lo (the same for
  *             x ≤ 88) exp2 (ops_exp2_ref) exp2_le (the same for x ≤ 127) transpose (L × L) from_vi
- *             load_h (L halves converted exactly) bcast_h (one half converted, in every lane)
+ *             load_h (L halves converted exactly)
  *     ints:   vi_zero set1 add xor load store store_n bcast4 (4 bytes to every lane) cvt (to float)
- *             load_i8 (L signed bytes widened to the lanes)
  *             hsum pack4 (4 vectors of bytes -127..127 into the 4 bytes of each lane) pack4u (0..127)
  *             store_bytes (the low byte of n lanes) from_vf
  *   dot4_qk(acc, a, b), dot4_pv(acc, a, b): acc (int32 lanes) += the dot product of the 4 bytes of
  *                lane i of a with the 4 bytes broadcast in b. qk: a holds queries (encoded with
- *                QK_XOR), b keys (int8); pv: a holds probabilities (0..127), b values (int8).
+ *                QK_XOR), b keys (int8); pv: a holds probabilities (0..127), b values (int8) (the
+ *                decode's P·V passes the probabilities broadcast as a and the values in lanes as b:
+ *                the instruction does not care which operand is the broadcast one).
  *   QK_XOR       byte XORed into the packed queries (0x80 for VNNI's unsigned operand, else 0)
  *   QK_CORR      multiplier of the key sum that corrects the accumulators for QK_XOR (-128 or 0)
  *   NK_Q8, QVT_Q8  score tile of the int8 attention: keys × query vectors (accumulators NK·QVT)
