@@ -526,22 +526,27 @@ static void test_attention(void) {
     ops_force_kernels(NULL);
 }
 
-/* The int8 attention's output is a convex combination of the values: with v constant per dimension,
- * the output is that constant up to the value quantization (one step of 127). */
+/* Unnormalised softmax probabilities of query row q (hd values) over the n keys k (n × hd,
+ * position-major) in double precision: p[j] = e^(s_j - max s), s_j = q·k_j / sqrt(hd); returns Σ p. */
+static double double_probabilities(double *p, const float *q, const float *k, int64_t n, int64_t hd) {
+    double m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double acc = 0;
+        for (int64_t d = 0; d < hd; d++) acc += (double)q[d] * k[j * hd + d];
+        p[j] = acc / sqrt((double)hd);
+        m = fmax(m, p[j]);
+    }
+    for (int64_t j = 0; j < n; j++) sum += (p[j] = exp(p[j] - m));
+    return sum;
+}
+
 /* NMSE of a decode attention's output `out` (group × hd) against double precision over float inputs:
  * q (group × hd), k and v (n × hd, position-major), scores scaled by 1/sqrt(hd). */
 static double kv_attention_nmse(const float *out, const float *q, const float *k, const float *v, int64_t n,
                                 int64_t hd, int64_t group) {
     double num = 0, den = 0, *s = malloc(sizeof(double) * (size_t)n);
     for (int64_t g = 0; g < group; g++) {
-        double m = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < n; j++) {
-            double acc = 0;
-            for (int64_t d = 0; d < hd; d++) acc += (double)q[g * hd + d] * k[j * hd + d];
-            s[j] = acc / sqrt((double)hd);
-            m = fmax(m, s[j]);
-        }
-        for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
+        double sum = double_probabilities(s, q + g * hd, k, n, hd);
         for (int64_t d = 0; d < hd; d++) {
             double o = 0;
             for (int64_t j = 0; j < n; j++) o += s[j] * v[j * hd + d];
@@ -659,14 +664,7 @@ static double q8_pv_bound_ratio(const float *out, const float *qf, const float *
                                 int64_t n, int64_t hd, int64_t group, double *nmse_out) {
     double worst = 0, num = 0, den = 0, *p = malloc(sizeof(double) * (size_t)n);
     for (int64_t g = 0; g < group; g++) {
-        double m = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < n; j++) {
-            double acc = 0;
-            for (int64_t d = 0; d < hd; d++) acc += (double)qf[g * hd + d] * kf[j * hd + d];
-            p[j] = acc / sqrt((double)hd);
-            m = fmax(m, p[j]);
-        }
-        for (int64_t j = 0; j < n; j++) sum += (p[j] = exp(p[j] - m));
+        double sum = double_probabilities(p, qf + g * hd, kf, n, hd);
         for (int64_t d = 0; d < hd; d++) {
             double exact = 0, mag = 0, bound = 0;
             for (int64_t j0 = 0; j0 < n; j0 += OPS_KV_KEYS) {
@@ -760,6 +758,8 @@ static void test_attention_kv_q8(void) {
               "probabilities' quantization bound, max NMSE %.3g; families bit-identical to ref", worst_ratio, worst_nmse);
 }
 
+/* The int8 attention's output is a convex combination of the values: with v constant per dimension,
+ * the output is that constant up to the value quantization (one step of 127). */
 static void test_attention_q8_convex(void) {
     AttnCase c;
     make_case(&c, 97, 24, 24, 1, 5);
