@@ -198,6 +198,7 @@ TGT INLINE VI dot4_qk(VI acc, VI a, VI b) {
 TGT INLINE VI dot4_pv(VI acc, VI a, VI b) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
 }
+TGT INLINE VI dot4_qk_b(VI acc, VI a, const void *p) { return dot4_qk(acc, a, vi_bcast4(p)); }
 
 #define QK_XOR 0
 #define QK_CORR 0

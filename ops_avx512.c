@@ -180,6 +180,13 @@ TGT INLINE VI dpbusd(VI acc, VI a, VI b) {
 }
 TGT INLINE VI dot4_qk(VI acc, VI a, VI b) { return dpbusd(acc, a, b); }
 TGT INLINE VI dot4_pv(VI acc, VI a, VI b) { return dpbusd(acc, a, b); }
+/* vpdpbusd with the 4 bytes at p broadcast by the instruction itself ({1to16} memory operand; p
+ * need not be aligned) */
+typedef int32_t unaligned_i32 __attribute__((aligned(1), may_alias));
+TGT INLINE VI dot4_qk_b(VI acc, VI a, const void *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const unaligned_i32 *)p));
+    return acc;
+}
 
 #define QK_XOR 0x80
 #define QK_CORR (-128)

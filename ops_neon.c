@@ -188,6 +188,7 @@ INLINE VI dot4(VI acc, VI a, VI b) {
 #endif
 INLINE VI dot4_qk(VI acc, VI a, VI b) { return dot4(acc, a, b); }
 INLINE VI dot4_pv(VI acc, VI a, VI b) { return dot4(acc, a, b); }
+INLINE VI dot4_qk_b(VI acc, VI a, const void *p) { return dot4_qk(acc, a, vi_bcast4(p)); }
 
 #define QK_XOR 0
 #define QK_CORR 0
