@@ -186,6 +186,13 @@ TGT INLINE VI vi_pack4u(VI r0, VI r1, VI r2, VI r3) {
     return _mm256_or_si256(w, _mm256_or_si256(_mm256_slli_epi32(r2, 16), _mm256_slli_epi32(r3, 24)));
 }
 TGT INLINE void vi_store_bytes(int8_t *p, VI v, int n) {
+    if (n == L) {  /* the low bytes of the 8 lanes as one 8-byte store (later 4-byte loads forward from it) */
+        const __m256i low = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        __m256i b = _mm256_shuffle_epi8(v, low);
+        _mm_storel_epi64((__m128i *)p, _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+        return;
+    }
     int32_t tmp[8];
     _mm256_storeu_si256((__m256i *)tmp, v);
     for (int i = 0; i < n; i++) p[i] = (int8_t)tmp[i];
