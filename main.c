@@ -23,6 +23,7 @@
 #include "convert_hf.h"
 #include "dump.h"
 #include "image.h"
+#include "ops.h"
 #include "quant.h"
 #include "tile.h"
 #include "vit.h"
@@ -45,7 +46,11 @@ static const char *main_usage =
     "  tiles      show how an image is sliced (grid, tiles, thumbnail, image tokens)\n"
     "  decode     decode an image file to PPM (the pixels the engine sees)\n"
     "\n"
-    "`bluelmv COMMAND --help` documents each command's options.\n";
+    "`bluelmv COMMAND --help` documents each command's options.\n"
+    "\n"
+    "environment:\n"
+    "  BLUELMV_KERNELS=NAME  run with that family of kernels instead of the fastest this CPU has:\n"
+    "                        ref (the scalar reference, which defines the numbers), avx2, avx512, neon\n";
 
 /* Options shared by generate, run and chat, documented once. */
 static const char *sampling_help =
@@ -1096,7 +1101,33 @@ static int cmd_decode(int argc, char **argv) {
     return rc != 0 ? fail(&err) : 0;
 }
 
+/* The kernel families this build has, for BLUELMV_KERNELS's error message. */
+#if defined(__x86_64__) || defined(__i386__)
+#define KERNEL_FAMILIES "ref, avx2, avx512"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#define KERNEL_FAMILIES "ref, neon"
+#else
+#define KERNEL_FAMILIES "ref"
+#endif
+
+/* BLUELMV_KERNELS=NAME: every product and op through that family (both quant.h's and ops.h's), e.g.
+ * the scalar reference end to end, to dump the numbers a SIMD or ported run is compared against. */
+static int select_kernels(void) {
+    const char *name = getenv("BLUELMV_KERNELS");
+    if (!name || !*name) return 0;
+    const char *best = quant_kernel_name();
+    if (quant_force_kernels(name) == 0 && ops_force_kernels(name) == 0) return 0;
+    quant_force_kernels(NULL);
+    ops_force_kernels(NULL);
+    fprintf(stderr,
+            "bluelmv: error: BLUELMV_KERNELS=%s: not a kernel family this build can run on this CPU "
+            "(this build has %s; this CPU's fastest is %s)\n",
+            name, KERNEL_FAMILIES, best);
+    return -1;
+}
+
 int main(int argc, char **argv) {
+    if (select_kernels() != 0) return 2;
     if (argc < 2) {
         fputs(main_usage, stderr);
         return 2;

@@ -372,6 +372,44 @@ static void test_bench_profile(void) {
     free(out), free(err);
 }
 
+/* BLUELMV_KERNELS: the whole multimodal pipeline through the scalar reference kernels, and through
+ * the family this CPU runs by default, matches the PyTorch golden of tests/data/e2e stage by stage
+ * (`bluelmv compare`, NMSE <= 1e-8), and both answer with the same text; a family this build or CPU
+ * does not have is a usage error naming the variable. */
+static void test_kernels_env(void) {
+    char llm[512], mmproj[512], image[512], golden[512];
+    snprintf(llm, sizeof llm, "%s", test_data("e2e/tiny_llm.gguf"));
+    snprintf(mmproj, sizeof mmproj, "%s", test_data("e2e/tiny_mmproj.gguf"));
+    snprintf(image, sizeof image, "%s", test_data("e2e/receipt_150x90.png"));
+    snprintf(golden, sizeof golden, "%s", test_data("e2e"));
+    const char *family[2] = {"ref", ""}; /* "": unset, the default family */
+    char *answer[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        char dir[512], cmd[4096], *out, *err;
+        snprintf(dir, sizeof dir, "%s", test_tmp(i == 0 ? "kernels-ref-dump" : "kernels-default-dump"));
+        snprintf(cmd, sizeof cmd,
+                 "BLUELMV_KERNELS=%s %s run -m %s --mmproj %s --image %s -p 'What is in the picture?' --temp 0 -n 32 "
+                 "--kv f32 -t 1 --dump %s",
+                 family[i], test_bin(), llm, mmproj, image, dir);
+        int rc = test_run_command(cmd, &answer[i], &err);
+        CHECK(rc == 0, "BLUELMV_KERNELS=%s run: exit %d (%s)", family[i], rc, err);
+        free(err);
+        snprintf(cmd, sizeof cmd, "compare %s %s --tol-nmse 1e-8", dir, golden);
+        rc = run(cmd, &out, &err);
+        CHECK(rc == 0, "BLUELMV_KERNELS=%s: the dump differs from PyTorch's (exit %d):\n%s%s", family[i], rc, out, err);
+        free(out), free(err);
+    }
+    CHECK(answer[0] && answer[1] && strcmp(answer[0], answer[1]) == 0, "the reference kernels answered '%s', the default ones '%s'",
+          answer[0], answer[1]);
+    free(answer[0]), free(answer[1]);
+    char cmd[1024], *out, *err;
+    snprintf(cmd, sizeof cmd, "BLUELMV_KERNELS=avx9 %s tiles --help", test_bin());
+    int rc = test_run_command(cmd, &out, &err);
+    CHECK(rc == 2 && strstr(err, "bluelmv: error: BLUELMV_KERNELS=avx9") && strstr(err, "ref"),
+          "an unknown family: exit %d, %s", rc, err);
+    free(out), free(err);
+}
+
 void suite_cli(void) {
     RUN_TEST(test_bench_depth);
     RUN_TEST(test_bench_profile);
@@ -387,4 +425,5 @@ void suite_cli(void) {
     RUN_TEST(test_tokenize_command);
     RUN_TEST(test_error_messages);
     RUN_TEST(test_help);
+    RUN_TEST(test_kernels_env);
 }
