@@ -64,8 +64,8 @@ static const char *sampling_help =
     "      --chunk C        prefill chunk size in tokens (default 128)\n"
     "      --kv TYPE        KV cache type: f32, f16 or q8_0 (default f16; q8_0 is the paper's INT8 cache)\n"
     "      --no-mmap        read the model files into memory instead of mapping them\n"
-    "      --no-repack      keep Q4_0 weights in the file's layout (default: with AVX-512, repacked by\n"
-    "                       16 rows before the first forward pass, for the fast kernels)\n";
+    "      --no-repack      keep Q4_0 weights in the file's layout (default: with AVX-512 or AVX2,\n"
+    "                       repacked by 16 rows before the first forward pass, for the fast kernels)\n";
 
 static const char *vision_help =
     "      --mmproj FILE    vision model GGUF (ViT + downsampler + projector)\n"
@@ -216,7 +216,7 @@ static const char *bench_usage =
     "      --tg-tokens N    decoded tokens per repetition (default 32)\n"
     "  -d, --depth N        tokens already in the context when decode is timed (default 0)\n"
     "      --kv TYPE        KV cache type (default f16)\n"
-    "      --no-repack      keep Q4_0 weights in the file's layout (default: repacked for AVX-512)\n"
+    "      --no-repack      keep Q4_0 weights in the file's layout (default: repacked for AVX-512/AVX2)\n"
     "      --profile        one more decode repetition and one more prefill, each step of the forward\n"
     "                       pass timed: the decode's against the bytes it reads (GB/s and share of\n"
     "                       the probe; the attention also against its arithmetic alone, timed with\n"

@@ -186,7 +186,8 @@ int64_t type_matrix_bytes(int type, int64_t rows, int64_t cols);
 void repack_q4_0x16(ThreadPool *pool, const void *W, int64_t n_out, int64_t n_in, void *dst);
 /* Row `row` of a repacked matrix back as n_in / 32 Q4_0 blocks, byte for byte the original row. */
 void unpack_q4_0x16_row(const void *R, int64_t n_in, int64_t row, BlockQ4_0 *dst);
-/* Whether the kernel family in use computes TYPE_Q4_0X16 products with its own kernels (AVX-512).
+/* Whether the kernel family in use computes TYPE_Q4_0X16 products with its own kernels (AVX-512,
+ * AVX2; NEON not yet).
  * matmul accepts TYPE_Q4_0X16 with every family (the others unpack row by row, slowly), so a
  * model loader repacks only when this is true. */
 int quant_has_q4_0x16(void);

@@ -218,7 +218,118 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
     store_gemv_sums(job, t0, NT, idx, nrows, acc);
 }
 
+/* The hardware prefetchers do not cross a 4 KiB page, so a weight stream that is simply read
+ * starts every page with a miss and restarts the prefetcher there. Once per page of the stream,
+ * the repacked GEMV asks for the first GEMV_PAGE_LINES lines of the page GEMV_PAGE_AHEAD bytes
+ * ahead: the prefetcher, trained on them, fetches the rest of that page before the GEMV gets there.
+ * Measured in the decode (Zen 4, 2 threads, bluelm-v-3b at 2000 tokens of context, with and
+ * without it alternating token by token in one process): the GEMVs 44.0 -> 42.9 ms per token
+ * (x0.96) when the memory read ~33 GB/s; 16-32 KiB ahead and 2-8 lines all did about as well, whole
+ * pages were much worse (x1.27), and prefetching every line 0.5-4 KiB ahead did not help. When the
+ * memory read ~50-58 GB/s no gain could be told from the noise. */
+enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
+
+/* The activations are read again for every 16-row group, but between two reads of the same line
+ * the group's weights (16 rows × K/2 bytes: 62 KB for bluelm-v-3b's `down`) stream through L1 and
+ * evict it, so each block's activations would come from L2 while the vpdpbusd waits on them. The
+ * GEMVs (AVX-512 and AVX2) ask for them GEMV_ACT_AHEAD blocks (two pairs) ahead, into L1. Measured in the decode
+ * (Zen 4, 2 threads, bluelm-v-3b at 2016 tokens of context, token by token against the kernel
+ * without it in one process): about 2% per token (x1.014 and x1.025 against a second copy of the
+ * baseline in the same rotation; x1.024-1.037 against the first, which runs slower), `down`'s rows
+ * 5-14% faster. 2 blocks ahead did nothing; 6, 8 and 16 no better than 4. Reading a precomputed
+ * float scale instead of quant_fp16_table added nothing measurable. */
+enum { GEMV_ACT_AHEAD = 4 };
+
+INLINE void prefetch_page_ahead(const void *p, size_t step) {
+    const char *ahead = (const char *)p + GEMV_PAGE_AHEAD;
+    const uintptr_t offset = (uintptr_t)ahead & 4095;
+    if (offset >= step) return;  /* the stream entered that page during an earlier step */
+    for (int i = 0; i < GEMV_PAGE_LINES; i++) _mm_prefetch(ahead - offset + 64 * i, _MM_HINT_T1);
+}
+
+/* GEMV over repacked Q4_0 (BlockQ4_0x16, quant.h) with AVX2: the 16 rows of group g as two vectors
+ * of 8 rows, NT tokens. Per block and 8 rows: the 4 lines' bytes become 8 vectors of unsigned
+ * nibbles (as the AVX-512 kernel's); per token each is multiplied by the matching 4 activation bytes
+ * broadcast with vpmaddubsw (unsigned × signed bytes into 16-bit pair sums, each at most
+ * 2·15·128 = 3840 in magnitude, so the block's 8 of them add in 16 bits: at most 30720), widened
+ * once by vpmaddwd with ones, less 8·sum(a): the exact integer dot. Then, as the AVX-512 kernel
+ * computes it, acc += float(dot) · (dx · dy), even and odd blocks apart, so both families give the
+ * same bits. */
+TARGET_AVX2 INLINE void gemv_x16_group_avx2(const MatmulJob *job, int64_t t0, const int NT, int64_t g) {
+    const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + g * job->n_pairs;
+    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4][2][2];  /* [token][rows 0-7, 8-15][even, odd blocks] */
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++)
+        for (int v = 0; v < 2; v++) acc[j][v][0] = acc[j][v][1] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < job->n_pairs; p++) {
+        prefetch_page_ahead(&x[p], sizeof x[p]);
+        if (2 * p + GEMV_ACT_AHEAD < job->nb) {
+#pragma GCC unroll 4
+            for (int j = 0; j < NT; j++)
+                _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const int64_t b = 2 * p + h;
+            if (b == job->nb) break;  /* an odd last block: the pad has no activations */
+#pragma GCC unroll 2
+            for (int v = 0; v < 2; v++) {
+                const __m256 dx = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)&x[p].d[h][8 * v]));
+                __m256i w[8];
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    const __m256i q = _mm256_load_si256((const __m256i *)x[p].qs[h][k][8 * v]);
+                    w[k] = _mm256_and_si256(q, low);
+                    w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < NT; j++) {
+                    const BlockQ8_0 *a = &job->xq[(t0 + j) * job->nb + b];
+                    __m256i s = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(load_i32(a->qs)));
+#pragma GCC unroll 8
+                    for (int k = 1; k < 8; k++)
+                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(load_i32(a->qs + (k < 4 ? 4 * k : 16 + 4 * (k - 4))))));
+                    const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s, ones),
+                                                          _mm256_set1_epi32(8 * job->xsum[(t0 + j) * job->nb + b]));
+                    const __m256 d = _mm256_mul_ps(dx, _mm256_set1_ps(quant_fp16_table[a->d]));
+                    acc[j][v][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[j][v][h]);
+                }
+            }
+        }
+    }
+    const int64_t left = job->n_out - g * 16;
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++)
+        for (int v = 0; v < 2; v++) {
+            const __m256 sum = _mm256_add_ps(acc[j][v][0], acc[j][v][1]);
+            float *o = job->out + (t0 + j) * job->n_out + g * 16 + 8 * v;
+            if (left >= 8 * v + 8) _mm256_storeu_ps(o, sum);
+            else if (left > 8 * v) {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, sum);
+                memcpy(o, tmp, (size_t)(left - 8 * v) * sizeof(float));
+            }
+        }
+}
+
+/* The groups of rows [r0, r1) (r0 a multiple of 16; r1 too, or n_out). */
+TARGET_AVX2 static void gemv_x16_avx2(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
+    for (int64_t g = r0 / 16; g * 16 < r1; g++) {
+        switch (nt) {  /* each case a copy specialized for its token count */
+        case 1: gemv_x16_group_avx2(job, t0, 1, g); break;
+        case 2: gemv_x16_group_avx2(job, t0, 2, g); break;
+        case 3: gemv_x16_group_avx2(job, t0, 3, g); break;
+        default: gemv_x16_group_avx2(job, t0, 4, g); break;
+        }
+    }
+}
+
 TARGET_AVX2 static void gemv_q_avx2(const MatmulJob *job, int64_t t0, int nt, int64_t r0, int64_t r1) {
+    if (job->wtype == TYPE_Q4_0X16) {
+        gemv_x16_avx2(job, t0, nt, r0, r1);
+        return;
+    }
     for (int64_t t = t0; t < t0 + nt; t += 2) {
         int two = t + 1 < t0 + nt;
         int64_t rows[4];
@@ -318,7 +429,14 @@ TARGET_AVX2 static void gemm_unpack_avx2(const MatmulJob *job, int64_t r, int nr
         for (int64_t b = 0; b < nkb; b++) {
             __m256i w = _mm256_setzero_si256();
             uint16_t d = 0;
-            if (i < nrows && job->wtype == TYPE_Q4_0) {
+            if (i < nrows && job->wtype == TYPE_Q4_0X16) {  /* row r + i's block, gathered from its group */
+                const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + (r + i) / 16 * job->n_pairs + (kb + b) / 2;
+                const int ri = (int)((r + i) % 16), h = (int)((kb + b) % 2);
+                uint8_t qs[QK / 2];
+                for (int k = 0; k < 4; k++) memcpy(qs + 4 * k, x->qs[h][k][ri], 4);
+                w = _mm256_sub_epi8(q4_0_nibbles_avx2(qs), _mm256_set1_epi8(8));
+                d = x->d[h][ri];
+            } else if (i < nrows && job->wtype == TYPE_Q4_0) {
                 const BlockQ4_0 *blk = (const BlockQ4_0 *)row + kb + b;
                 w = _mm256_sub_epi8(q4_0_nibbles_avx2(blk->qs), _mm256_set1_epi8(8));
                 d = blk->d;
@@ -417,6 +535,7 @@ const QuantKernels quant_kernels_avx2 = {
     .gemm_tile = gemm_tile_avx2,
     .probe_read = probe_read_avx2,
     .probe_int8 = probe_int8_avx2,
+    .q4_0x16 = 1,
 };
 
 /* ================================ AVX-512 + VNNI ================================================= */
@@ -618,35 +737,6 @@ TARGET_AVX512 INLINE void gemv_rows_avx512(const MatmulJob *job, int64_t t0, con
 TARGET_AVX512 INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)p));
     return acc;
-}
-
-/* The hardware prefetchers do not cross a 4 KiB page, so a weight stream that is simply read
- * starts every page with a miss and restarts the prefetcher there. Once per page of the stream,
- * the repacked GEMV asks for the first GEMV_PAGE_LINES lines of the page GEMV_PAGE_AHEAD bytes
- * ahead: the prefetcher, trained on them, fetches the rest of that page before the GEMV gets there.
- * Measured in the decode (Zen 4, 2 threads, bluelm-v-3b at 2000 tokens of context, with and
- * without it alternating token by token in one process): the GEMVs 44.0 -> 42.9 ms per token
- * (x0.96) when the memory read ~33 GB/s; 16-32 KiB ahead and 2-8 lines all did about as well, whole
- * pages were much worse (x1.27), and prefetching every line 0.5-4 KiB ahead did not help. When the
- * memory read ~50-58 GB/s no gain could be told from the noise. */
-enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
-
-/* The activations are read again for every 16-row group, but between two reads of the same line
- * the group's weights (16 rows × K/2 bytes: 62 KB for bluelm-v-3b's `down`) stream through L1 and
- * evict it, so each block's activations would come from L2 while the vpdpbusd waits on them. The
- * GEMV asks for them GEMV_ACT_AHEAD blocks (two pairs) ahead, into L1. Measured in the decode
- * (Zen 4, 2 threads, bluelm-v-3b at 2016 tokens of context, token by token against the kernel
- * without it in one process): about 2% per token (x1.014 and x1.025 against a second copy of the
- * baseline in the same rotation; x1.024-1.037 against the first, which runs slower), `down`'s rows
- * 5-14% faster. 2 blocks ahead did nothing; 6, 8 and 16 no better than 4. Reading a precomputed
- * float scale instead of quant_fp16_table added nothing measurable. */
-enum { GEMV_ACT_AHEAD = 4 };
-
-TARGET_AVX512 INLINE void prefetch_page_ahead(const void *p, size_t step) {
-    const char *ahead = (const char *)p + GEMV_PAGE_AHEAD;
-    const uintptr_t offset = (uintptr_t)ahead & 4095;
-    if (offset >= step) return;  /* the stream entered that page during an earlier step */
-    for (int i = 0; i < GEMV_PAGE_LINES; i++) _mm_prefetch(ahead - offset + 64 * i, _MM_HINT_T1);
 }
 
 /* GEMV over repacked Q4_0 (BlockQ4_0x16, quant.h): the 16 rows of group g in the 16 lanes, NT

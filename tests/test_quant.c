@@ -682,6 +682,41 @@ static void test_matmul_q4_0x16(void) {
 /* Repacking moves bytes only: every row comes back byte for byte, whatever the shape and thread
  * count, and the padding (rows past n_out, a block past an odd n_in / 32) is zero. The size is the
  * Q4_0 size exactly when nothing is padded. */
+/* The repacked GEMV (1-4 tokens) of every SIMD family adds the same terms in the same order (even
+ * and odd blocks apart, float(dot)·(dx·dy) fused into each): the AVX2 and AVX-512 kernels give the
+ * same bits, so a laptop without AVX-512 decodes exactly as this machine does. */
+static void test_gemv_q4_0x16_families_agree(void) {
+    enum { N_IN = 4160, N_OUT = 300, T_MAX = 4 };
+    uint64_t rng = 77;
+    float *wf = random_floats(&rng, N_OUT * N_IN, 0.5f), *x = random_floats(&rng, T_MAX * N_IN, 1.0f);
+    const int64_t row_bytes = type_row_bytes(TYPE_Q4_0, N_IN);
+    uint8_t *W = malloc((size_t)(row_bytes * N_OUT));
+    for (int64_t r = 0; r < N_OUT; r++) quantize_row(TYPE_Q4_0, wf + r * N_IN, W + r * row_bytes, N_IN);
+    void *R = repacked_copy(NULL, W, N_OUT, N_IN);
+    void *scratch = malloc((size_t)matmul_scratch_bytes(TYPE_Q4_0X16, N_IN, T_MAX));
+    float *first = malloc(sizeof(float) * N_OUT * T_MAX), *out = malloc(sizeof(float) * N_OUT * T_MAX);
+    int n_simd = 0, bad = 0;
+    for (int T = 1; T <= T_MAX; T++) {
+        const char *first_name = NULL;
+        n_simd = 0;
+        for (int f = 0; f < n_families; f++) {
+            if (strcmp(families[f], "ref") == 0) continue;
+            quant_force_kernels(families[f]);
+            matmul(NULL, n_simd == 0 ? first : out, R, TYPE_Q4_0X16, x, N_IN, N_OUT, T, scratch);
+            if (n_simd++ == 0) {
+                first_name = families[f];
+                continue;
+            }
+            int same = memcmp(out, first, sizeof(float) * (size_t)(N_OUT * T)) == 0;
+            CHECK(same, "%d token(s): %s's repacked GEMV differs from %s's", T, families[f], first_name);
+            bad += !same;
+        }
+    }
+    quant_force_kernels(NULL);
+    if (n_simd > 1 && bad == 0) test_note("%d SIMD families, 1-4 tokens: the same bits", n_simd);
+    free(wf), free(x), free(W), free(R), free(scratch), free(first), free(out);
+}
+
 static void test_q4_0x16_repack_roundtrip(void) {
     static const int64_t n_outs[] = {1, 5, 16, 37, 300}, n_ins[] = {32, 96, 160, 4160};
     ThreadPool *pools[2] = {NULL, two_threads()};
@@ -967,6 +1002,7 @@ void suite_quant(void) {
     RUN_TEST(test_dot_products_int_exact);
     RUN_TEST(test_matmul_q4_0);
     RUN_TEST(test_matmul_q4_0x16);
+    RUN_TEST(test_gemv_q4_0x16_families_agree);
     RUN_TEST(test_q4_0x16_repack_roundtrip);
     RUN_TEST(test_matmul_q8_0);
     RUN_TEST(test_matmul_f16);
