@@ -231,8 +231,9 @@ enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
 
 /* The activations are read again for every 16-row group, but between two reads of the same line
  * the group's weights (16 rows × K/2 bytes: 62 KB for bluelm-v-3b's `down`) stream through L1 and
- * evict it, so each block's activations would come from L2 while the vpdpbusd waits on them. The
- * GEMVs (AVX-512 and AVX2) ask for them GEMV_ACT_AHEAD blocks (two pairs) ahead, into L1. Measured in the decode
+ * evict it, so each block's activations would come from L2 while the dot products wait on them.
+ * The repacked GEMVs (AVX-512 and AVX2) ask for them GEMV_ACT_AHEAD blocks (two pairs) ahead, into
+ * L1. Measured with AVX-512 in the decode
  * (Zen 4, 2 threads, bluelm-v-3b at 2016 tokens of context, token by token against the kernel
  * without it in one process): about 2% per token (x1.014 and x1.025 against a second copy of the
  * baseline in the same rotation; x1.024-1.037 against the first, which runs slower), `down`'s rows
@@ -288,8 +289,10 @@ TARGET_AVX2 INLINE void gemv_x16_group_avx2(const MatmulJob *job, int64_t t0, co
                     const BlockQ8_0 *a = &job->xq[(t0 + j) * job->nb + b];
                     __m256i s = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(load_i32(a->qs)));
 #pragma GCC unroll 8
-                    for (int k = 1; k < 8; k++)
-                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(load_i32(a->qs + (k < 4 ? 4 * k : 16 + 4 * (k - 4))))));
+                    for (int k = 1; k < 8; k++) {  /* w[k]: elements 4k.. (k < 4), 16 + 4(k - 4).. */
+                        const int8_t *ak = a->qs + (k < 4 ? 4 * k : 16 + 4 * (k - 4));
+                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(load_i32(ak))));
+                    }
                     const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(s, ones),
                                                           _mm256_set1_epi32(8 * job->xsum[(t0 + j) * job->nb + b]));
                     const __m256 d = _mm256_mul_ps(dx, _mm256_set1_ps(quant_fp16_table[a->d]));
