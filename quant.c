@@ -314,8 +314,7 @@ int64_t type_matrix_bytes(int type, int64_t rows, int64_t cols) {
     return row_bytes < 0 || rows < 0 ? -1 : rows * row_bytes;
 }
 
-/* Block b of row `row` of a repacked matrix with n_pairs pairs per group, as a Q4_0 block. */
-static BlockQ4_0 q4_0x16_block(const void *R, int64_t n_pairs, int64_t row, int64_t b) {
+BlockQ4_0 q4_0x16_block(const void *R, int64_t n_pairs, int64_t row, int64_t b) {
     const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)R + row / 16 * n_pairs + b / 2;
     const int i = (int)(row % 16), h = (int)(b % 2);
     BlockQ4_0 blk;

@@ -184,6 +184,8 @@ int64_t type_matrix_bytes(int type, int64_t rows, int64_t cols);
 /* W (n_out rows of Q4_0) -> dst (q4_0x16_bytes, 64-byte aligned), threaded over pool (NULL: this
  * thread only). */
 void repack_q4_0x16(ThreadPool *pool, const void *W, int64_t n_out, int64_t n_in, void *dst);
+/* Block b of row `row` of a repacked matrix with n_pairs pairs per group, as a Q4_0 block. */
+BlockQ4_0 q4_0x16_block(const void *R, int64_t n_pairs, int64_t row, int64_t b);
 /* Row `row` of a repacked matrix back as n_in / 32 Q4_0 blocks, byte for byte the original row. */
 void unpack_q4_0x16_row(const void *R, int64_t n_in, int64_t row, BlockQ4_0 *dst);
 /* Whether the kernel family in use computes TYPE_Q4_0X16 products with its own kernels (AVX-512,

@@ -248,6 +248,17 @@ INLINE void prefetch_page_ahead(const void *p, size_t step) {
     for (int i = 0; i < GEMV_PAGE_LINES; i++) _mm_prefetch(ahead - offset + 64 * i, _MM_HINT_T1);
 }
 
+/* Both repacked GEMVs at pair p of a group (x its first pair), NT tokens from t0: the page ahead of
+ * the weight stream, and the activations GEMV_ACT_AHEAD blocks ahead. */
+INLINE void prefetch_x16_pair(const MatmulJob *job, const BlockQ4_0x16 *x, int64_t p, int64_t t0, const int NT) {
+    prefetch_page_ahead(&x[p], sizeof x[p]);
+    if (2 * p + GEMV_ACT_AHEAD < job->nb) {
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++)
+            _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
+    }
+}
+
 /* GEMV over repacked Q4_0 (BlockQ4_0x16, quant.h) with AVX2: the 16 rows of group g as two vectors
  * of 8 rows, NT tokens. Per block and 8 rows: the 4 lines' bytes become 8 vectors of unsigned
  * nibbles (as the AVX-512 kernel's); per token each is multiplied by the matching 4 activation bytes
@@ -259,17 +270,12 @@ INLINE void prefetch_page_ahead(const void *p, size_t step) {
 TARGET_AVX2 INLINE void gemv_x16_group_avx2(const MatmulJob *job, int64_t t0, const int NT, int64_t g) {
     const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + g * job->n_pairs;
     const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[4][2][2];  /* [token][rows 0-7, 8-15][even, odd blocks] */
+    __m256 acc[QGEMV_MAX_TOKENS][2][2];  /* [token][rows 0-7, 8-15][even, odd blocks] */
 #pragma GCC unroll 4
     for (int j = 0; j < NT; j++)
         for (int v = 0; v < 2; v++) acc[j][v][0] = acc[j][v][1] = _mm256_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
-        prefetch_page_ahead(&x[p], sizeof x[p]);
-        if (2 * p + GEMV_ACT_AHEAD < job->nb) {
-#pragma GCC unroll 4
-            for (int j = 0; j < NT; j++)
-                _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
-        }
+        prefetch_x16_pair(job, x, p, t0, NT);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;
@@ -433,12 +439,9 @@ TARGET_AVX2 static void gemm_unpack_avx2(const MatmulJob *job, int64_t r, int nr
             __m256i w = _mm256_setzero_si256();
             uint16_t d = 0;
             if (i < nrows && job->wtype == TYPE_Q4_0X16) {  /* row r + i's block, gathered from its group */
-                const BlockQ4_0x16 *x = (const BlockQ4_0x16 *)job->W + (r + i) / 16 * job->n_pairs + (kb + b) / 2;
-                const int ri = (int)((r + i) % 16), h = (int)((kb + b) % 2);
-                uint8_t qs[QK / 2];
-                for (int k = 0; k < 4; k++) memcpy(qs + 4 * k, x->qs[h][k][ri], 4);
-                w = _mm256_sub_epi8(q4_0_nibbles_avx2(qs), _mm256_set1_epi8(8));
-                d = x->d[h][ri];
+                const BlockQ4_0 blk = q4_0x16_block(job->W, job->n_pairs, r + i, kb + b);
+                w = _mm256_sub_epi8(q4_0_nibbles_avx2(blk.qs), _mm256_set1_epi8(8));
+                d = blk.d;
             } else if (i < nrows && job->wtype == TYPE_Q4_0) {
                 const BlockQ4_0 *blk = (const BlockQ4_0 *)row + kb + b;
                 w = _mm256_sub_epi8(q4_0_nibbles_avx2(blk->qs), _mm256_set1_epi8(8));
@@ -755,12 +758,7 @@ TARGET_AVX512 INLINE void gemv_x16_group(const MatmulJob *job, int64_t t0, const
 #pragma GCC unroll 4
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
-        prefetch_page_ahead(&x[p], sizeof x[p]);
-        if (2 * p + GEMV_ACT_AHEAD < job->nb) {
-#pragma GCC unroll 4
-            for (int j = 0; j < NT; j++)
-                _mm_prefetch((const char *)&job->xq[(t0 + j) * job->nb + 2 * p + GEMV_ACT_AHEAD], _MM_HINT_T0);
-        }
+        prefetch_x16_pair(job, x, p, t0, NT);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;
