@@ -426,14 +426,22 @@ void threadpool_share_begin(ThreadPool *pool, int ith, int64_t n, int64_t chunk,
     atomic_store_explicit(&own->range, share_pack(c->epoch, c->next, c->end), memory_order_release);
 }
 
-/* Claims up to chunk units from the front of this thread's own slot. */
+/* Claims from the front of this thread's own slot half of what is left there, at least chunk units
+ * (all of it when less is left). Each claim is a compare-and-swap and a new piece of work (a call and
+ * a new start of its memory stream); halving takes a thread's share in ~log2(share / chunk) claims
+ * instead of share / chunk, and still leaves the other half for a faster thread to take until the
+ * pieces are chunk-sized. Measured in the decode (bluelm-v-3b, 2 threads, 2016 tokens of context,
+ * token by token against fixed 4-group claims in one process, 70 rounds): x0.963-0.967 per token
+ * when the memory read ≥ 55 GB/s, x0.986-0.995 at 42-55 GB/s (a second copy of the baseline:
+ * x0.992, x0.999). */
 static int claim_own(ShareClaim *c, int64_t *u0, int64_t *u1) {
     struct ShareSlot *own = &c->pool->shares[c->ith];
     uint64_t v = atomic_load_explicit(&own->range, memory_order_relaxed);
     for (;;) {
         int64_t front = share_front(v), back = share_back(v);
         if (front >= back) return 0;
-        int64_t n = back - front < c->chunk ? back - front : c->chunk;
+        int64_t half = (back - front) / 2, want = half > c->chunk ? half : c->chunk;
+        int64_t n = back - front < want ? back - front : want;
         if (atomic_compare_exchange_weak_explicit(&own->range, &v, share_pack(c->epoch, front + n, back),
                                                   memory_order_acq_rel, memory_order_relaxed)) {
             *u0 = front;
@@ -463,10 +471,11 @@ static int take_half(ShareClaim *c, int victim, int64_t *u0, int64_t *u1) {
 }
 
 int threadpool_share_next(ShareClaim *c, int64_t *u0, int64_t *u1) {
-    if (!c->pool) {  /* one thread (or too many units): its split_range share, in chunks */
+    if (!c->pool) {  /* one thread (or too many units): its split_range share, claimed as claim_own does */
         if (c->next >= c->end) return 0;
+        int64_t half = (c->end - c->next) / 2, want = half > c->chunk ? half : c->chunk;
         *u0 = c->next;
-        *u1 = c->next + c->chunk < c->end ? c->next + c->chunk : c->end;
+        *u1 = c->end - c->next < want ? c->end : c->next + want;
         c->next = *u1;
         return 1;
     }

@@ -91,9 +91,11 @@ void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int
  * A static split (split_range) leaves the faster threads waiting at the next barrier whenever the
  * threads do not run at the same speed: a busy neighbour on the host, a vCPU far from its memory,
  * a phone's big and little cores. Here every thread starts on its split_range share of n units and
- * claims it from the front, `chunk` units at a time; a thread that has finished its own share takes
- * the back half of what another thread has left (one compare-and-swap on that thread's cache line),
- * and may lose half of it again in turn. Every unit is claimed exactly once. A caller whose results
+ * claims it from the front, half of what it has left at a time but at least `chunk` units (its claims
+ * shrink from a quarter of the step, with two threads, to `chunk` as it nears the end); a thread
+ * that has finished its own share takes the back half of what another thread has left unclaimed
+ * (one compare-and-swap on that thread's cache line), and may lose half of it again in turn. Every
+ * unit is claimed exactly once. A caller whose results
  * do not depend on which thread computes a unit (each matrix row's dot product does not) gets the
  * static split's results bit for bit. With `balance` 0 nothing is taken: each thread does exactly
  * its split_range share (for A/B runs and tests).

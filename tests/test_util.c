@@ -140,7 +140,7 @@ static void test_threadpool_barrier(void) {
 
 /* threadpool_share_*: in every one of many back-to-back steps (with a barrier between them, as the
  * decode has) each unit is claimed by exactly one thread; with balance 0 each thread claims exactly
- * its split_range share; a thread that stalls after its first chunk has part of its share taken
+ * its split_range share, half of what is left at a time (at least chunk units); a thread that stalls after its first chunk has part of its share taken
  * by the others. In those steps the others begin only once the late thread has begun and claimed
  * (a thread that has not begun a step cannot have work taken from it: without the wait the test
  * would depend on which thread the scheduler runs first). */
@@ -173,9 +173,20 @@ static void share_check_task(void *ctx, int ith, int nth) {
             atomic_store(&c->stalled_step, step);
             usleep(20000);  /* 20 ms with its share published: ages, even under qemu */
         }
+        int64_t own_next = s;  /* balance 0: where this thread's next claim must start */
         for (; got; got = threadpool_share_next(&claim, &u0, &u1)) {
-            CHECK(u0 >= 0 && u0 < u1 && u1 <= c->n && u1 - u0 <= c->chunk, "claimed [%lld, %lld) of %lld, chunk %lld",
+            /* a claim is half of what is left of the claiming thread's slot, at least chunk; a slot
+             * never holds more than a split_range share */
+            int64_t share = (c->n + nth - 1) / nth, most = share / 2 > c->chunk ? share / 2 : c->chunk;
+            CHECK(u0 >= 0 && u0 < u1 && u1 <= c->n && u1 - u0 <= most, "claimed [%lld, %lld) of %lld, chunk %lld",
                   (long long)u0, (long long)u1, (long long)c->n, (long long)c->chunk);
+            if (!c->balance) {  /* nothing taken: exactly the halving sequence over [s, e) */
+                int64_t half = (e - own_next) / 2, want = half > c->chunk ? half : c->chunk;
+                int64_t end = e - own_next < want ? e : own_next + want;
+                CHECK(u0 == own_next && u1 == end, "balance 0: claimed [%lld, %lld), expected [%lld, %lld)",
+                      (long long)u0, (long long)u1, (long long)own_next, (long long)end);
+                own_next = u1;
+            }
             for (int64_t u = u0; u < u1 && u1 <= c->n; u++) {
                 atomic_fetch_add(&c->claims[u], 1);
                 if (u < s || u >= e) atomic_fetch_add(&c->taken, 1);
@@ -220,15 +231,16 @@ static void test_threadpool_share(void) {
                 }
         threadpool_free(pool);
     }
-    /* a NULL pool: the one thread claims everything, chunk by chunk */
+    /* a NULL pool: the one thread claims everything, half of what is left at a time, at least 4 */
+    static const int64_t ends[] = {12, 18, 22, 25};  /* 25 units: 12 of 25, 6 of 13, 4 (at least), the last 3 */
     ShareClaim claim;
-    threadpool_share_begin(NULL, 0, 10, 4, 1, &claim);
+    threadpool_share_begin(NULL, 0, 25, 4, 1, &claim);
     int64_t u0, u1, next = 0;
-    while (threadpool_share_next(&claim, &u0, &u1)) {
-        CHECK(u0 == next && u1 == (next + 4 < 10 ? next + 4 : 10), "NULL pool: [%lld, %lld)", (long long)u0, (long long)u1);
+    for (int k = 0; threadpool_share_next(&claim, &u0, &u1); k++) {
+        CHECK(k < 4 && u0 == next && u1 == ends[k], "NULL pool: claim %d is [%lld, %lld)", k, (long long)u0, (long long)u1);
         next = u1;
     }
-    CHECK(next == 10, "NULL pool: claimed up to %lld of 10", (long long)next);
+    CHECK(next == 25, "NULL pool: claimed up to %lld of 25", (long long)next);
 }
 
 /* Released pages of a file mapping leave the resident set and read the file's bytes again when
