@@ -433,7 +433,10 @@ void threadpool_share_begin(ThreadPool *pool, int ith, int64_t n, int64_t chunk,
  * pieces are chunk-sized. Measured in the decode (bluelm-v-3b, 2 threads, 2016 tokens of context,
  * token by token against fixed 4-group claims in one process, 70 rounds): x0.963-0.967 per token
  * when the memory read ≥ 55 GB/s, x0.986-0.995 at 42-55 GB/s (a second copy of the baseline:
- * x0.992, x0.999). */
+ * x0.992, x0.999). The price is where one thread is much slower: its first claim, a quarter of the
+ * step, can no longer be taken from it. With thread 1 made slower on purpose (each of its claims
+ * computed twice, the second time from cache), fixed 4-group claims ran x0.95-0.99 against halving:
+ * halving is the better trade on equal cores, not on a phone's big and little ones. */
 static int claim_own(ShareClaim *c, int64_t *u0, int64_t *u1) {
     struct ShareSlot *own = &c->pool->shares[c->ith];
     uint64_t v = atomic_load_explicit(&own->range, memory_order_relaxed);
