@@ -426,6 +426,12 @@ void threadpool_share_begin(ThreadPool *pool, int ith, int64_t n, int64_t chunk,
     atomic_store_explicit(&own->range, share_pack(c->epoch, c->next, c->end), memory_order_release);
 }
 
+/* How many of the `left` units a claim takes: half of them, at least chunk, at most all. */
+static int64_t claim_size(int64_t left, int64_t chunk) {
+    int64_t want = left / 2 > chunk ? left / 2 : chunk;
+    return left < want ? left : want;
+}
+
 /* Claims from the front of this thread's own slot half of what is left there, at least chunk units
  * (all of it when less is left). Each claim is a compare-and-swap and a new piece of work (a call and
  * a new start of its memory stream); halving takes a thread's share in ~log2(share / chunk) claims
@@ -443,8 +449,7 @@ static int claim_own(ShareClaim *c, int64_t *u0, int64_t *u1) {
     for (;;) {
         int64_t front = share_front(v), back = share_back(v);
         if (front >= back) return 0;
-        int64_t half = (back - front) / 2, want = half > c->chunk ? half : c->chunk;
-        int64_t n = back - front < want ? back - front : want;
+        int64_t n = claim_size(back - front, c->chunk);
         if (atomic_compare_exchange_weak_explicit(&own->range, &v, share_pack(c->epoch, front + n, back),
                                                   memory_order_acq_rel, memory_order_relaxed)) {
             *u0 = front;
@@ -476,9 +481,8 @@ static int take_half(ShareClaim *c, int victim, int64_t *u0, int64_t *u1) {
 int threadpool_share_next(ShareClaim *c, int64_t *u0, int64_t *u1) {
     if (!c->pool) {  /* one thread (or too many units): its split_range share, claimed as claim_own does */
         if (c->next >= c->end) return 0;
-        int64_t half = (c->end - c->next) / 2, want = half > c->chunk ? half : c->chunk;
         *u0 = c->next;
-        *u1 = c->end - c->next < want ? c->end : c->next + want;
+        *u1 = c->next + claim_size(c->end - c->next, c->chunk);
         c->next = *u1;
         return 1;
     }
