@@ -95,10 +95,10 @@ void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *start, int
  * shrink from a quarter of the step, with two threads, to `chunk` as it nears the end); a thread
  * that has finished its own share takes the back half of what another thread has left unclaimed
  * (one compare-and-swap on that thread's cache line), and may lose half of it again in turn. Every
- * unit is claimed exactly once. A caller whose results
- * do not depend on which thread computes a unit (each matrix row's dot product does not) gets the
- * static split's results bit for bit. With `balance` 0 nothing is taken: each thread does exactly
- * its split_range share (for A/B runs and tests).
+ * unit is claimed exactly once. A caller whose results do not depend on which thread computes a
+ * unit (each matrix row's dot product does not) gets the static split's results bit for bit. With
+ * `balance` 0 nothing is taken: each thread does exactly its split_range share (for A/B runs and
+ * tests).
  *
  * Inside a pool task: every thread calls threadpool_share_begin for the same sequence of shared
  * steps, with the same n for each, then threadpool_share_next until it returns 0. A thread may leave

@@ -140,10 +140,11 @@ static void test_threadpool_barrier(void) {
 
 /* threadpool_share_*: in every one of many back-to-back steps (with a barrier between them, as the
  * decode has) each unit is claimed by exactly one thread; with balance 0 each thread claims exactly
- * its split_range share, half of what is left at a time (at least chunk units); a thread that stalls after its first chunk has part of its share taken
- * by the others. In those steps the others begin only once the late thread has begun and claimed
- * (a thread that has not begun a step cannot have work taken from it: without the wait the test
- * would depend on which thread the scheduler runs first). */
+ * its split_range share, half of what is left at a time (at least chunk units); a thread that
+ * stalls after its first claim has part of its share taken by the others. In those steps the
+ * others begin only once the late thread has begun and claimed (a thread that has not begun a step
+ * cannot have work taken from it: without the wait the test would depend on which thread the
+ * scheduler runs first). */
 enum { SHARE_STEPS = 200, SHARE_MAX_THREADS = 4, SHARE_MAX_UNITS = 300 };
 
 typedef struct {
