@@ -749,8 +749,9 @@ static void forward_chunk(Llm *m, int64_t T, int64_t pos0, float *logits, int64_
  * apart (bench's `thread hand-off`, ~330 ns round trip) each of those hand-offs costs microseconds
  * of idle memory bus. Here the whole token is one task: every thread quantizes each product's input
  * into its own area and computes its rows, and the threads meet at a barrier only where a step
- * needs what the others wrote (five per layer). The rows of every product are shared out as they
- * run (shared_rows), and each thread attends its split_range share of the KV heads. Each row is
+ * needs what the others wrote (four or five per layer). Each thread attends its split_range share
+ * of the KV heads; when those split evenly it also computes their q, k and v rows itself
+ * (own_heads_qkv), and the rows of every other product are shared out as they run (shared_rows). Each row is
  * computed as forward_chunk computes it with T = 1, operation for operation, whichever thread does
  * it, so the logits are the same bit for bit. */
 typedef struct {
@@ -836,6 +837,28 @@ static void shared_rows(Llm *m, ThreadInput *in, const Matrix *w, float *out, fl
     if (m->profile && ith < LLM_PROFILE_THREADS) m->profile->threads[ith].shared_rows += rows;
 }
 
+/* query_states, key_states, value_states of this thread's KV heads only (the split_range share that
+ * attention_task gives it, every query head that reads them): with the KV heads split evenly among
+ * the threads, each thread can go on to its attention without waiting for the others, so the
+ * barrier between the two steps goes. The rows are computed as shared_rows computes them, so the
+ * logits are the same bit for bit. Measured token by token in one process against the shared q, k,
+ * v products and their barrier, with two copies of that in the rotation (depth 2016, 2 threads,
+ * bluelm-v-3b): --kv q8_0 x0.978 when the memory read 42-55 GB/s, x0.994 at 55-70 (90 rounds);
+ * F16 x0.996-1.005, no gain (40 rounds). */
+static void own_heads_qkv(Llm *m, ThreadInput *in, const LlmLayer *L, int ith, int nth) {
+    const LlmConfig *c = &m->config;
+    LlmState *s = &m->state;
+    int64_t h0, h1, hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    split_range(c->n_kv_heads, ith, nth, 1, &h0, &h1);
+    prepare_input(in, &L->wq);
+    product_rows(in, &L->wq, s->q, h0 * group * hd, h1 * group * hd);
+    prepare_input(in, &L->wk);
+    product_rows(in, &L->wk, s->k, h0 * hd, h1 * hd);
+    prepare_input(in, &L->wv);
+    product_rows(in, &L->wv, s->v, h0 * hd, h1 * hd);
+    if (m->profile && ith < LLM_PROFILE_THREADS) m->profile->threads[ith].shared_rows += (h1 - h0) * (group + 2) * hd;
+}
+
 /* threadpool_barrier, the wait timed into the profile when the steps are timed. */
 static void barrier(Llm *m, int ith) {
     if (!m->profile || ith >= LLM_PROFILE_THREADS) {
@@ -861,6 +884,9 @@ static void decode_task(void *ctx, int ith, int nth) {
     float *xb = s->decode_xb + ith * s->decode_xb_stride;
     ThreadInput in = {(uint8_t *)s->decode_input + ith * s->decode_input_bytes, NULL, 0, -1};
     double t = m->profile && ith == 0 ? blv_now() : 0.0;
+    /* each thread the q, k, v rows of its own KV heads when they split evenly (own_heads_qkv) and
+     * every row's dimension is a whole number of row groups (hd: a multiple of MATVEC_ROW_ALIGN) */
+    const int own_heads = c->n_kv_heads % nth == 0 && c->head_dim % MATVEC_ROW_ALIGN == 0;
 
     for (int64_t l = 0; l < c->n_layers; l++) {
         const LlmLayer *L = &m->weights.layers[l];
@@ -869,10 +895,13 @@ static void decode_task(void *ctx, int ith, int nth) {
         lead_step_done(m, ith, LLM_STEP_NORM, &t);
         /* query_states = self.q_proj(hidden_states); key_states = ...; value_states = ... */
         set_input(&in, xb, dim);
-        shared_rows(m, &in, &L->wq, s->q, NULL, NULL, ith);
-        shared_rows(m, &in, &L->wk, s->k, NULL, NULL, ith);
-        shared_rows(m, &in, &L->wv, s->v, NULL, NULL, ith);
-        barrier(m, ith);  /* every head's q, k and v */
+        if (own_heads) own_heads_qkv(m, &in, L, ith, nth);
+        else {
+            shared_rows(m, &in, &L->wq, s->q, NULL, NULL, ith);
+            shared_rows(m, &in, &L->wk, s->k, NULL, NULL, ith);
+            shared_rows(m, &in, &L->wv, s->v, NULL, NULL, ith);
+            barrier(m, ith);  /* every head's q, k and v */
+        }
         lead_step_done(m, ith, LLM_STEP_QKV, &t);
         /* RoPE, the KV cache update and the attention of this thread's KV heads (attention_task) */
         AttentionTask att = {m, l, 1, d->pos, llm_kv_head_row(m, s->key_cache, l, 0, 0),

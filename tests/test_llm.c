@@ -280,7 +280,9 @@ static void test_kv_cache_types(void) {
 
 /* One token in one task (decode_task: each thread quantizes each product's input itself, barriers
  * between the steps) against the task-per-step path a chunk takes (Llm.split_decode): the same
- * logits bit for bit, for quantized and float weights, every KV cache type and 1-3 threads. The
+ * logits bit for bit, for quantized and float weights, every KV cache type and 1-3 threads (with 1
+ * and 2 each thread computes the q, k, v rows of its own KV heads, own_heads_qkv in llm.c; with 3
+ * the 2 KV heads do not split evenly and those products are shared out like the others). The
  * tokens go one at a time after a prefill, and also as a prefill in chunks of one token with logits
  * for every position. */
 static void test_one_task_decode_equals_steps(void) {
@@ -328,8 +330,9 @@ static void test_one_task_decode_equals_steps(void) {
 }
 
 /* The decode's shared products (q, k, v, wo, gate/up, down, output: threadpool_share_next lets a
- * thread that finishes its rows early take rows from a slower one) against each thread computing exactly
- * its split_range rows (Llm.static_decode_rows): the same logits bit for bit, with 2 threads and
+ * thread that finishes its rows early take rows from a slower one; with 2 threads q, k, v are each
+ * thread's own KV heads' rows instead, own_heads_qkv) against each thread computing exactly its
+ * split_range rows (Llm.static_decode_rows): the same logits bit for bit, with 2 threads and
  * with 3 and 4 on this machine's cores, where the threads' progress is uneven and rows do change
  * hands (how many is noted; it is not deterministic). The products have 64-128 groups of 16 rows,
  * so each thread's share is several chunks and can be taken from. */
