@@ -843,8 +843,9 @@ static void shared_rows(Llm *m, ThreadInput *in, const Matrix *w, float *out, fl
  * barrier between the two steps goes. The rows are computed as shared_rows computes them, so the
  * logits are the same bit for bit. Measured token by token in one process against the shared q, k,
  * v products and their barrier, with two copies of that in the rotation (depth 2016, 2 threads,
- * bluelm-v-3b): --kv q8_0 x0.978 when the memory read 42-55 GB/s, x0.994 at 55-70 (90 rounds);
- * F16 x0.996-1.005, no gain (40 rounds). */
+ * bluelm-v-3b): --kv q8_0 x0.976 when the memory read 42-55 GB/s and x0.998 at 55-70 against the
+ * first copy, whose twin read x0.995 / x1.008 (90 rounds); F16 x1.003 / x1.003 against x1.008 /
+ * x1.014, no gain to speak of (40 rounds). */
 static void own_heads_qkv(Llm *m, ThreadInput *in, const LlmLayer *L, int ith, int nth) {
     const LlmConfig *c = &m->config;
     LlmState *s = &m->state;
