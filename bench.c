@@ -182,6 +182,7 @@ typedef struct {
     double total_ms;        /* per token, the whole evaluation */
     double bandwidth;       /* GB/s, the mean of the probes before and after */
     double attention_arithmetic_ms;  /* per token: llm_attention_arithmetic_seconds */
+    double attention_alone_ms;       /* per token: llm_attention_alone_seconds */
     double bound_ms;        /* per token: profile_bound */
     int threads;            /* whose barrier waits are kept (at most LLM_PROFILE_THREADS) */
     double wait_ms[LLM_PROFILE_THREADS];  /* per token: each thread's waits at the decode task's barriers */
@@ -246,6 +247,7 @@ static int profile_decode(Bluelmv *b, const int32_t *ids, int64_t start, int64_t
     for (int t = 0; t < p->threads; t++)
         p->rows_pct[t] = shared_rows > 0 ? 100.0 * (double)prof.threads[t].shared_rows / (double)shared_rows : 0.0;
     if (rc == 0) p->attention_arithmetic_ms = 1e3 * llm_attention_arithmetic_seconds(bluelmv_llm(b), context);
+    if (rc == 0) p->attention_alone_ms = 1e3 * llm_attention_alone_seconds(bluelmv_llm(b), context);
     p->bound_ms = profile_bound(p);
     p->done = rc == 0;
     return rc;
@@ -266,6 +268,10 @@ static void print_profile(const StepProfile *p) {
             int64_t timed = p->context < LLM_ATTENTION_PROBE_KEYS ? p->context : LLM_ATTENTION_PROBE_KEYS;
             printf("\n  %-10s %8.3f ms/token  its arithmetic alone, the rows in cache (%lld positions of one KV head "
                    "timed on one thread, scaled)", "", p->attention_arithmetic_ms, (long long)timed);
+            printf("\n  %-10s %8.3f ms/token  alone over the cache, every layer, nothing between (the decode's threads "
+                   "and KV heads, a barrier per layer; median of 5): %.2f GB/s = %.1f%% of the probe", "",
+                   p->attention_alone_ms, p->mb[i] / p->attention_alone_ms,
+                   100.0 * p->mb[i] / p->attention_alone_ms / p->bandwidth);
         }
         printf("\n");
     }
@@ -287,8 +293,9 @@ static void print_profile(const StepProfile *p) {
 
 static void print_profile_json(const StepProfile *p) {
     printf(", \"decode_profile\": {\"tokens\": %lld, \"context\": %lld, \"bandwidth_gbs\": %.2f, \"total_ms\": %.4f, "
-           "\"attention_arithmetic_ms\": %.4f, \"bound_ms\": %.4f, \"steps\": [",
-           (long long)p->tokens, (long long)p->context, p->bandwidth, p->total_ms, p->attention_arithmetic_ms, p->bound_ms);
+           "\"attention_arithmetic_ms\": %.4f, \"attention_alone_ms\": %.4f, \"bound_ms\": %.4f, \"steps\": [",
+           (long long)p->tokens, (long long)p->context, p->bandwidth, p->total_ms, p->attention_arithmetic_ms,
+           p->attention_alone_ms, p->bound_ms);
     for (int i = 0; i < LLM_STEPS; i++)
         printf("%s{\"step\": \"%s\", \"ms\": %.4f, \"mb\": %.6f}", i ? ", " : "", llm_step_names[i], p->ms[i], p->mb[i]);
     printf("], \"barrier_wait_ms\": [");

@@ -643,6 +643,57 @@ double llm_attention_arithmetic_seconds(Llm *m, int64_t context) {
     return best / (double)n * (double)context * (double)c->n_layers * (double)heads_per_thread;
 }
 
+/* ---- the attention alone over the cache (bench --profile) -------------------------------------------
+ * A decode step's attention in every layer over the cache as it stands, each thread taking its
+ * split_range share of the KV heads as the decode does, a barrier after each layer, and nothing else
+ * in between. Inside the decode the same attention follows a product on each thread, and the
+ * difference between the two times is what the products around it cost it; against its
+ * arithmetic alone (above) this time says how far its stream and its arithmetic overlap. When the
+ * cache is larger than the last-level cache (bluelm-v-3b at 2016 positions: 70 MB with Q8_0, 140 MB
+ * with F16) every pass reads it from memory; a smaller one is partly served from cache. */
+enum { ATT_ALONE_REPS = 5 };
+
+typedef struct {
+    Llm *m;
+    int64_t n;  /* positions attended: 0..n - 1 */
+} AttentionAloneTask;
+
+static void attention_alone_task(void *ctx, int ith, int nth) {
+    const AttentionAloneTask *t = ctx;
+    Llm *m = t->m;
+    int64_t start, end;
+    split_range(m->config.n_kv_heads, ith, nth, 1, &start, &end);
+    void *work = (uint8_t *)m->state.att_scores + (size_t)ith * (size_t)m->state.att_work_bytes;
+    for (int64_t l = 0; l < m->config.n_layers; l++) {
+        AttentionTask a = {m, l, 1, t->n - 1, llm_kv_head_row(m, m->state.key_cache, l, 0, 0),
+                           llm_kv_head_row(m, m->state.value_cache, l, 0, 0)};
+        for (int64_t u = start; u < end; u++) attention_group(&a, 0, u, work);
+        threadpool_barrier(m->pool);
+    }
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double llm_attention_alone_seconds(Llm *m, int64_t context) {
+    const LlmConfig *c = &m->config;
+    int64_t n = context + 1 < m->n_past ? context + 1 : m->n_past;  /* positions written so far only */
+    if (n < 1) return 0.0;
+    for (int64_t i = 0; i < c->n_heads * c->head_dim; i++) m->state.q[i] = 0.01f * (float)(i % 7);  /* finite scores */
+    AttentionAloneTask task = {m, n};
+    threadpool_run(m->pool, attention_alone_task, &task);  /* warm-up */
+    double t[ATT_ALONE_REPS];
+    for (int r = 0; r < ATT_ALONE_REPS; r++) {
+        double t0 = blv_now();
+        threadpool_run(m->pool, attention_alone_task, &task);
+        t[r] = blv_now() - t0;
+    }
+    qsort(t, ATT_ALONE_REPS, sizeof t[0], compare_doubles);
+    return t[ATT_ALONE_REPS / 2];
+}
+
 /* ---- the per-token steps between the products --------------------------------------------------- */
 
 /* state.xb = rmsnorm(state.x) row by row, first adding state.xb2 into state.x when add_residual:

@@ -198,6 +198,11 @@ void llm_input_embedding(const Llm *m, int32_t token, float *out);
  * heads the busiest thread takes. Overwrites the query and attention scratch (between steps only). */
 double llm_attention_arithmetic_seconds(Llm *m, int64_t context);
 enum { LLM_ATTENTION_PROBE_KEYS = 512 };  /* the positions it times (fewer if the context is shorter) */
+/* What one decode step's attention costs alone (seconds per token, median of 5): every layer's, over
+ * positions 0..context of the cache (those written so far), on the pool's threads with their
+ * decode shares of the KV heads and a barrier per layer, nothing else between. Overwrites the query
+ * and attention scratch (between steps only). */
+double llm_attention_alone_seconds(Llm *m, int64_t context);
 
 /* Bytes of a weight matrix (what weight_bytes adds up). */
 int64_t llm_matrix_bytes(const Matrix *m);

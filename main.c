@@ -220,7 +220,8 @@ static const char *bench_usage =
     "      --profile        one more decode repetition and one more prefill, each step of the forward\n"
     "                       pass timed: the decode's against the bytes it reads (GB/s and share of\n"
     "                       the probe; the attention also against its arithmetic alone, timed with\n"
-    "                       its rows in cache, and the bound that sets), the prefill's against its\n"
+    "                       its rows in cache, and the bound that sets, and alone over the cache\n"
+    "                       with nothing between its layers), the prefill's against its\n"
     "                       operations (GOP/s, share of int8 peak); with several threads also how\n"
     "                       long each waited for the others at the decode's barriers\n"
     "      --json           print the results as one JSON object on stdout\n";

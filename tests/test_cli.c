@@ -321,6 +321,9 @@ static void test_bench_profile(void) {
         const JsonValue *arith = json_get(prof, "attention_arithmetic_ms"), *bound = json_get(prof, "bound_ms");
         const JsonValue *bw = json_get(prof, "bandwidth_gbs");
         CHECK(arith && bound && bw && arith->number > 0 && bw->number > 0, "no attention arithmetic or bound in %s", out);
+        const JsonValue *alone = json_get(prof, "attention_alone_ms");
+        CHECK(alone && alone->type == JSON_NUMBER && alone->number > 0 && alone->number < total->number * 10,
+              "no attention-alone time in %s", out);
         if (arith && bound && bw && bw->number > 0) {
             double expect = 0.0;
             for (size_t i = 0; i < 7; i++) {
@@ -366,7 +369,8 @@ static void test_bench_profile(void) {
     snprintf(args, sizeof args, "bench -m %s --reps 1 --tg-tokens 4 --prompt-tokens 8 -t 1 --profile", stories_gguf("q8_0"));
     rc = run(args, &out, &err);
     CHECK(rc == 0 && strstr(out, "decode steps") && strstr(out, "attention") && strstr(out, "of the probe") &&
-              strstr(out, "its arithmetic alone") && strstr(out, "of the read-bandwidth roofline here") &&
+              strstr(out, "its arithmetic alone") && strstr(out, "alone over the cache, every layer") &&
+              strstr(out, "of the read-bandwidth roofline here") &&
               strstr(out, "prefill steps") && strstr(out, "of int8 peak ("),
           "bench --profile text: exit %d\n%s", rc, out);
     free(out), free(err);
