@@ -672,11 +672,6 @@ static void attention_alone_task(void *ctx, int ith, int nth) {
     }
 }
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 double llm_attention_alone_seconds(Llm *m, int64_t context) {
     const LlmConfig *c = &m->config;
     int64_t n = context + 1 < m->n_past ? context + 1 : m->n_past;  /* positions written so far only */
@@ -690,8 +685,7 @@ double llm_attention_alone_seconds(Llm *m, int64_t context) {
         threadpool_run(m->pool, attention_alone_task, &task);
         t[r] = blv_now() - t0;
     }
-    qsort(t, ATT_ALONE_REPS, sizeof t[0], compare_doubles);
-    return t[ATT_ALONE_REPS / 2];
+    return blv_median(t, ATT_ALONE_REPS);
 }
 
 /* ---- the per-token steps between the products --------------------------------------------------- */
