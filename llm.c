@@ -593,14 +593,19 @@ static void rope_store_task(void *ctx, int ith, int nth) {
     for (int64_t u = start; u < end; u++) rope_store_head(a, u / n_kv_heads, u % n_kv_heads);
 }
 
-static void attention_task(void *ctx, int ith, int nth) {
-    AttentionTask *a = ctx;
+/* The attention of this thread's split_range share of the units (token, KV head), in its own work area. */
+static void attend_share(const AttentionTask *a, int ith, int nth) {
     Llm *m = a->m;
     int64_t n_kv_heads = m->config.n_kv_heads, start, end;
-    if (a->T == 1) rope_store_task(ctx, ith, nth);
     split_range(a->T * n_kv_heads, ith, nth, 1, &start, &end);
     void *work = (uint8_t *)m->state.att_scores + (size_t)ith * (size_t)m->state.att_work_bytes;
     for (int64_t u = start; u < end; u++) attention_group(a, u / n_kv_heads, u % n_kv_heads, work);
+}
+
+static void attention_task(void *ctx, int ith, int nth) {
+    AttentionTask *a = ctx;
+    if (a->T == 1) rope_store_task(ctx, ith, nth);
+    attend_share(a, ith, nth);
 }
 
 /* RoPE, the cache store and the attention of T tokens at positions pos0.. (state.q, k, v in). */
@@ -661,13 +666,10 @@ typedef struct {
 static void attention_alone_task(void *ctx, int ith, int nth) {
     const AttentionAloneTask *t = ctx;
     Llm *m = t->m;
-    int64_t start, end;
-    split_range(m->config.n_kv_heads, ith, nth, 1, &start, &end);
-    void *work = (uint8_t *)m->state.att_scores + (size_t)ith * (size_t)m->state.att_work_bytes;
-    for (int64_t l = 0; l < m->config.n_layers; l++) {
+    for (int64_t l = 0; l < m->config.n_layers; l++) {  /* attention_task without the RoPE and cache store */
         AttentionTask a = {m, l, 1, t->n - 1, llm_kv_head_row(m, m->state.key_cache, l, 0, 0),
                            llm_kv_head_row(m, m->state.value_cache, l, 0, 0)};
-        for (int64_t u = start; u < end; u++) attention_group(&a, 0, u, work);
+        attend_share(&a, ith, nth);
         threadpool_barrier(m->pool);
     }
 }
