@@ -218,16 +218,22 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
     store_gemv_sums(job, t0, NT, idx, nrows, acc);
 }
 
-/* The hardware prefetchers do not cross a 4 KiB page, so a weight stream that is simply read
- * starts every page with a miss and restarts the prefetcher there. Once per page of the stream,
- * the repacked GEMV asks for the first GEMV_PAGE_LINES lines of the page GEMV_PAGE_AHEAD bytes
- * ahead: the prefetcher, trained on them, fetches the rest of that page before the GEMV gets there.
- * Measured in the decode (Zen 4, 2 threads, bluelm-v-3b at 2000 tokens of context, with and
- * without it alternating token by token in one process): the GEMVs 44.0 -> 42.9 ms per token
- * (x0.96) when the memory read ~33 GB/s; 16-32 KiB ahead and 2-8 lines all did about as well, whole
- * pages were much worse (x1.27), and prefetching every line 0.5-4 KiB ahead did not help. When the
- * memory read ~50-58 GB/s no gain could be told from the noise. */
-enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
+/* The weight stream's own prefetch: at each pair (576 bytes, 9 lines) the repacked GEMV asks for
+ * the 9 lines GEMV_PREFETCH_AHEAD bytes further on, into L2. The hardware prefetchers alone keep too
+ * few lines in flight for one core to read at the memory's full speed (they also stop at every
+ * 4 KiB page); with two cores each has to read half of the whole bandwidth, so what one core leaves
+ * unread is lost. Measured on Zen 5 in the decode (2 threads, bluelm-v-3b at 2016 tokens of
+ * context, --kv q8_0, token by token in one process, two copies of the previous kernel in the
+ * rotation), against the previous scheme (once per page, the first 4 lines of the page 16 KiB
+ * ahead, which gained x0.96 on Zen 4 at ~33 GB/s):
+ *   memory >= 55 GB/s:  2 KiB ahead x1.010, 3 KiB x0.986, 4 KiB x0.956-0.958, 5 KiB x0.954,
+ *                       6 KiB x0.924-0.947, 7 KiB x0.950, 8 KiB x0.969-0.984 (the second copy
+ *                       x0.996-1.003); into L1 instead of L2 x0.931; with the page seeding kept
+ *                       as well x0.922 (no better);
+ *   memory 42-55 GB/s:  6 KiB x0.971-0.990 (the second copy x0.986-1.012).
+ * One core alone (a 3.7 MB matrix from DRAM, 64 copies cycled): 4 KiB ahead read 35-37 GB/s where
+ * the page seeding read 33.5-35.5, against 34.5-37 for the plain read probe. */
+enum { GEMV_PREFETCH_AHEAD = 6 * 1024 };
 
 /* The activations are read again for every 16-row group, but between two reads of the same line
  * the group's weights (16 rows × K/2 bytes: 62 KB for bluelm-v-3b's `down`) stream through L1 and
@@ -241,17 +247,12 @@ enum { GEMV_PAGE_AHEAD = 16 * 1024, GEMV_PAGE_LINES = 4 };
  * float scale instead of quant_fp16_table added nothing measurable. */
 enum { GEMV_ACT_AHEAD = 4 };
 
-INLINE void prefetch_page_ahead(const void *p, size_t step) {
-    const char *ahead = (const char *)p + GEMV_PAGE_AHEAD;
-    const uintptr_t offset = (uintptr_t)ahead & 4095;
-    if (offset >= step) return;  /* the stream entered that page during an earlier step */
-    for (int i = 0; i < GEMV_PAGE_LINES; i++) _mm_prefetch(ahead - offset + 64 * i, _MM_HINT_T1);
-}
-
-/* Both repacked GEMVs at pair p of a group (x its first pair), NT tokens from t0: the page ahead of
- * the weight stream, and the activations GEMV_ACT_AHEAD blocks ahead. */
+/* Both repacked GEMVs at pair p of a group (x its first pair), NT tokens from t0: the weight
+ * stream GEMV_PREFETCH_AHEAD bytes ahead, and the activations GEMV_ACT_AHEAD blocks ahead. */
 INLINE void prefetch_x16_pair(const MatmulJob *job, const BlockQ4_0x16 *x, int64_t p, int64_t t0, const int NT) {
-    prefetch_page_ahead(&x[p], sizeof x[p]);
+    const char *ahead = (const char *)&x[p] + GEMV_PREFETCH_AHEAD;
+#pragma GCC unroll 9
+    for (size_t i = 0; i < sizeof x[p]; i += 64) _mm_prefetch(ahead + i, _MM_HINT_T1);
     if (2 * p + GEMV_ACT_AHEAD < job->nb) {
 #pragma GCC unroll 4
         for (int j = 0; j < NT; j++)
