@@ -218,22 +218,29 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
     store_gemv_sums(job, t0, NT, idx, nrows, acc);
 }
 
-/* The weight stream's own prefetch: at each pair (576 bytes, 9 lines) the repacked GEMV asks for
- * the 9 lines GEMV_PREFETCH_AHEAD bytes further on, into L2. The hardware prefetchers alone keep too
- * few lines in flight for one core to read at the memory's full speed (they also stop at every
- * 4 KiB page); with two cores each has to read half of the whole bandwidth, so what one core leaves
- * unread is lost. Measured on Zen 5 in the decode (2 threads, bluelm-v-3b at 2016 tokens of
- * context, --kv q8_0, token by token in one process, two copies of the previous kernel in the
- * rotation), against the previous scheme (once per page, the first 4 lines of the page 16 KiB
- * ahead, which gained x0.96 on Zen 4 at ~33 GB/s):
- *   memory >= 55 GB/s:  2 KiB ahead x1.010, 3 KiB x0.986, 4 KiB x0.956-0.958, 5 KiB x0.954,
- *                       6 KiB x0.924-0.947, 7 KiB x0.950, 8 KiB x0.969-0.984 (the second copy
- *                       x0.996-1.003); into L1 instead of L2 x0.931; with the page seeding kept
- *                       as well x0.922 (no better);
- *   memory 42-55 GB/s:  6 KiB x0.971-0.990 (the second copy x0.986-1.012).
+/* The weight stream's own prefetch: as the repacked GEMV loads each 64-byte line of a pair (its
+ * scales, then 8 lines of codes), it asks for the line GEMV_PREFETCH_AHEAD bytes further on, into L2
+ * (prefetch_weight_line). The hardware prefetchers alone keep too few lines in flight for one core
+ * to read at the memory's full speed (and they stop at every 4 KiB page); with two cores each must
+ * read half of the whole bandwidth, so what one core leaves unread is lost. The requests go out
+ * one per line loaded, at the rate the stream is consumed: the same 9 requests issued together at
+ * the top of each pair ran x1.07-1.21 against these (no better than the previous scheme below), the
+ * 9 in a loop x1.02, and 5 together (every other line) x1.20.
+ * Measured on Zen 5 in the decode (2 threads, bluelm-v-3b at 2016 tokens of context, --kv q8_0,
+ * token by token in one process, two copies of the baseline in the rotation), against the previous
+ * scheme (once per page, the first 4 lines of the page 16 KiB ahead, which gained x0.96 on Zen 4
+ * at ~33 GB/s), memory >= 55 GB/s:
+ *   2 KiB ahead x1.010, 3 KiB x0.986, 4 KiB x0.956-0.958, 5 KiB x0.954, 6 KiB x0.924-0.947,
+ *   7 KiB x0.950, 8 KiB x0.969-0.984 (the baseline's second copy x0.996-1.003); into L1 instead of
+ *   L2 x0.931; with the page seeding kept as well x0.922 (no better).
+ * At 42-55 GB/s, 6 KiB: x0.971-0.990 (the second copy x0.986-1.012).
  * One core alone (a 3.7 MB matrix from DRAM, 64 copies cycled): 4 KiB ahead read 35-37 GB/s where
  * the page seeding read 33.5-35.5, against 34.5-37 for the plain read probe. */
 enum { GEMV_PREFETCH_AHEAD = 6 * 1024 };
+
+INLINE void prefetch_weight_line(const void *line) {
+    _mm_prefetch((const char *)line + GEMV_PREFETCH_AHEAD, _MM_HINT_T1);
+}
 
 /* The activations are read again for every 16-row group, but between two reads of the same line
  * the group's weights (16 rows × K/2 bytes: 62 KB for bluelm-v-3b's `down`) stream through L1 and
@@ -247,12 +254,8 @@ enum { GEMV_PREFETCH_AHEAD = 6 * 1024 };
  * float scale instead of quant_fp16_table added nothing measurable. */
 enum { GEMV_ACT_AHEAD = 4 };
 
-/* Both repacked GEMVs at pair p of a group (x its first pair), NT tokens from t0: the weight
- * stream GEMV_PREFETCH_AHEAD bytes ahead, and the activations GEMV_ACT_AHEAD blocks ahead. */
-INLINE void prefetch_x16_pair(const MatmulJob *job, const BlockQ4_0x16 *x, int64_t p, int64_t t0, const int NT) {
-    const char *ahead = (const char *)&x[p] + GEMV_PREFETCH_AHEAD;
-#pragma GCC unroll 9
-    for (size_t i = 0; i < sizeof x[p]; i += 64) _mm_prefetch(ahead + i, _MM_HINT_T1);
+/* Both repacked GEMVs at pair p, NT tokens from t0: the activations GEMV_ACT_AHEAD blocks ahead. */
+INLINE void prefetch_x16_activations(const MatmulJob *job, int64_t p, int64_t t0, const int NT) {
     if (2 * p + GEMV_ACT_AHEAD < job->nb) {
 #pragma GCC unroll 4
         for (int j = 0; j < NT; j++)
@@ -276,17 +279,19 @@ TARGET_AVX2 INLINE void gemv_x16_group_avx2(const MatmulJob *job, int64_t t0, co
     for (int j = 0; j < NT; j++)
         for (int v = 0; v < 2; v++) acc[j][v][0] = acc[j][v][1] = _mm256_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
-        prefetch_x16_pair(job, x, p, t0, NT);
+        prefetch_x16_activations(job, p, t0, NT);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;
             if (b == job->nb) break;  /* an odd last block: the pad has no activations */
 #pragma GCC unroll 2
             for (int v = 0; v < 2; v++) {
+                if (h == 0 && v == 0) prefetch_weight_line(x[p].d);
                 const __m256 dx = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)&x[p].d[h][8 * v]));
                 __m256i w[8];
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
+                    if (v == 0) prefetch_weight_line(x[p].qs[h][k]);
                     const __m256i q = _mm256_load_si256((const __m256i *)x[p].qs[h][k][8 * v]);
                     w[k] = _mm256_and_si256(q, low);
                     w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
@@ -759,15 +764,17 @@ TARGET_AVX512 INLINE void gemv_x16_group(const MatmulJob *job, int64_t t0, const
 #pragma GCC unroll 4
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int64_t p = 0; p < job->n_pairs; p++) {
-        prefetch_x16_pair(job, x, p, t0, NT);
+        prefetch_x16_activations(job, p, t0, NT);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const int64_t b = 2 * p + h;
             if (b == job->nb) break;  /* an odd last block: the pad has no activations */
+            if (h == 0) prefetch_weight_line(x[p].d);
             const __m512 dx = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)x[p].d[h]));
             __m512i w[8];
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
+                prefetch_weight_line(x[p].qs[h][k]);
                 const __m512i v = _mm512_load_si512(x[p].qs[h][k]);
                 w[k] = _mm512_and_si512(v, low);
                 w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
