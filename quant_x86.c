@@ -222,20 +222,21 @@ TARGET_AVX2 INLINE void gemv_rows_avx2(const MatmulJob *job, int64_t t0, const i
  * scales, then 8 lines of codes), it asks for the line GEMV_PREFETCH_AHEAD bytes further on, into L2
  * (prefetch_weight_line). The hardware prefetchers alone keep too few lines in flight for one core
  * to read at the memory's full speed (and they stop at every 4 KiB page); with two cores each must
- * read half of the whole bandwidth, so what one core leaves unread is lost. The requests go out
- * one per line loaded, at the rate the stream is consumed: the same 9 requests issued together at
- * the top of each pair ran x1.07-1.21 against these (no better than the previous scheme below), the
- * 9 in a loop x1.02, and 5 together (every other line) x1.20.
+ * read half of the whole bandwidth, so what one core leaves unread is lost.
  * Measured on Zen 5 in the decode (2 threads, bluelm-v-3b at 2016 tokens of context, --kv q8_0,
- * token by token in one process, two copies of the baseline in the rotation), against the previous
- * scheme (once per page, the first 4 lines of the page 16 KiB ahead, which gained x0.96 on Zen 4
- * at ~33 GB/s), memory >= 55 GB/s:
+ * token by token in one process, two copies of the baseline in the rotation), the 9 requests of a
+ * pair issued from a small loop at its top, against the previous scheme (once per page, the first
+ * 4 lines of the page 16 KiB ahead, which gained x0.96 on Zen 4 at ~33 GB/s), memory >= 55 GB/s:
  *   2 KiB ahead x1.010, 3 KiB x0.986, 4 KiB x0.956-0.958, 5 KiB x0.954, 6 KiB x0.924-0.947,
  *   7 KiB x0.950, 8 KiB x0.969-0.984 (the baseline's second copy x0.996-1.003); into L1 instead of
  *   L2 x0.931; with the page seeding kept as well x0.922 (no better).
  * At 42-55 GB/s, 6 KiB: x0.971-0.990 (the second copy x0.986-1.012).
  * One core alone (a 3.7 MB matrix from DRAM, 64 copies cycled): 4 KiB ahead read 35-37 GB/s where
- * the page seeding read 33.5-35.5, against 34.5-37 for the plain read probe. */
+ * the page seeding read 33.5-35.5, against 34.5-37 for the plain read probe.
+ * How the requests go out matters as much as the distance: the 9 written back to back at the top
+ * of each pair (as a compiler unrolls that loop) ran x1.07-1.21 against the same requests each
+ * issued beside the load of its line (as here), no better than the page seeding; the small loop
+ * x1.02 against them, and 5 back to back (every other line) x1.20. */
 enum { GEMV_PREFETCH_AHEAD = 6 * 1024 };
 
 INLINE void prefetch_weight_line(const void *line) {
