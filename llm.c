@@ -626,6 +626,11 @@ static void attention(Llm *m, int64_t layer, int64_t T, int64_t pos0) {
  * positions, every layer, and the KV heads the busiest thread takes. */
 enum { ATT_PROBE_CALLS = 20, ATT_PROBE_TRIES = 5 };
 
+/* The first n query values set to small numbers, so that the timed attention's scores are finite. */
+static void set_probe_query(Llm *m, int64_t n) {
+    for (int64_t i = 0; i < n; i++) m->state.q[i] = 0.01f * (float)(i % 7);
+}
+
 double llm_attention_arithmetic_seconds(Llm *m, int64_t context) {
     const LlmConfig *c = &m->config;
     int64_t n = context < LLM_ATTENTION_PROBE_KEYS ? context : LLM_ATTENTION_PROBE_KEYS;
@@ -634,7 +639,7 @@ double llm_attention_arithmetic_seconds(Llm *m, int64_t context) {
     AttentionTask task = {m, 0, 1, n - 1, llm_kv_head_row(m, m->state.key_cache, 0, 0, 0),
                           llm_kv_head_row(m, m->state.value_cache, 0, 0, 0)};
     int64_t group = c->n_heads / c->n_kv_heads;
-    for (int64_t i = 0; i < group * c->head_dim; i++) m->state.q[i] = 0.01f * (float)(i % 7);  /* finite scores */
+    set_probe_query(m, group * c->head_dim);
     double best = 0.0;
     for (int try = 0; try < ATT_PROBE_TRIES; try++) {
         attention_group(&task, 0, 0, m->state.att_scores);  /* the rows into cache */
@@ -678,7 +683,7 @@ double llm_attention_alone_seconds(Llm *m, int64_t context) {
     const LlmConfig *c = &m->config;
     int64_t n = context + 1 < m->n_past ? context + 1 : m->n_past;  /* positions written so far only */
     if (n < 1) return 0.0;
-    for (int64_t i = 0; i < c->n_heads * c->head_dim; i++) m->state.q[i] = 0.01f * (float)(i % 7);  /* finite scores */
+    set_probe_query(m, c->n_heads * c->head_dim);
     AttentionAloneTask task = {m, n};
     threadpool_run(m->pool, attention_alone_task, &task);  /* warm-up */
     double t[ATT_ALONE_REPS];
